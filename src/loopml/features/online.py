@@ -1,0 +1,295 @@
+"""Online executor: incremental per-entity state, updated from the event stream, read at any time t.
+
+State is kept per *group* -- a (source, keys) pair -- and per entity key:
+
+- for windowed aggregates, the recent events' available times and values (trimmed to the widest
+  window of the group), so a read at ``t`` aggregates exactly the events in ``(t - window, t]``,
+  the same set the offline executor's SQL frame selects;
+- for latest values, per column the last non-missing value with its times.
+
+Reads are pure functions of (state, t), so the in-process executor and a serving process reading
+the same state from an online store return identical values. Aggregation runs over plain Python
+floats: a 7-day window of one carrier is ~1,000 events, a few microseconds of work.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import struct
+from array import array
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from loopml.errors import FeatureNotFound, closest
+from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
+from loopml.timeutil import duration_us, to_us
+
+__all__ = ["GroupState", "OnlineExecutor", "group_id"]
+
+Key = tuple[Any, ...]
+
+
+def group_id(source: str, keys: Sequence[str]) -> str:
+    return f"{source}/{'+'.join(keys)}"
+
+
+def encode_key(key: Key) -> str:
+    return json.dumps(list(key), separators=(",", ":"))
+
+
+@dataclass
+class GroupState:
+    """State of one entity in one group. Serialises to bytes for an online store."""
+
+    ts: array = field(default_factory=lambda: array("q"))           # available times (us), sorted
+    values: dict[str, array] = field(default_factory=dict)           # column -> floats (nan = missing)
+    valid: dict[str, array] = field(default_factory=dict)            # column -> running count of non-missing
+    latest: dict[str, list[Any]] = field(default_factory=dict)       # column -> [avail, event_time, id, value]
+
+    def to_bytes(self) -> bytes:
+        cols = sorted(self.values)
+        head = json.dumps({"n": len(self.ts), "cols": cols, "latest": self.latest}, separators=(",", ":")).encode()
+        parts = [struct.pack("<I", len(head)), head, self.ts.tobytes()]
+        parts += [self.values[c].tobytes() for c in cols]
+        parts += [self.valid[c].tobytes() for c in cols]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> GroupState:
+        (n_head,) = struct.unpack_from("<I", blob, 0)
+        head = json.loads(blob[4:4 + n_head])
+        pos, n = 4 + n_head, head["n"]
+        ts = array("q")
+        ts.frombytes(blob[pos:pos + 8 * n])
+        pos += 8 * n
+        values, valid = {}, {}
+        for store, code in ((values, "d"), (valid, "q")):
+            for c in head["cols"]:
+                a = array(code)
+                a.frombytes(blob[pos:pos + 8 * n])
+                store[c] = a
+                pos += 8 * n
+        return cls(ts=ts, values=values, valid=valid, latest=head["latest"])
+
+    def empty_like(self, columns: Sequence[str]) -> None:
+        for c in columns:
+            self.values.setdefault(c, array("d"))
+            self.valid.setdefault(c, array("q"))
+
+
+class _Group:
+    """Static description of a (source, keys) group: which columns it keeps and for how long."""
+
+    def __init__(self, source: str, keys: tuple[str, ...], feats: list[Feature]) -> None:
+        self.source, self.keys = source, keys
+        self.id = group_id(source, keys)
+        self.aggs = [f for f in feats if isinstance(f, Aggregate)]
+        self.latest = [f for f in feats if isinstance(f, Latest)]
+        self.window_cols = sorted({f.column for f in self.aggs if f.column is not None})
+        self.latest_cols = sorted({f.column for f in self.latest})
+        self.keep_us = max((duration_us(f.window) for f in self.aggs), default=0)
+
+
+class OnlineExecutor:
+    """Keep feature state current from events and answer lookups at any time.
+
+    Parameters
+    ----------
+    features
+        The same definitions the offline executor uses.
+    store
+        Optional online store; :meth:`flush` writes changed state to it, and lookups of entities not
+        in memory read it (so a serving process can read what an ingestion process wrote).
+    """
+
+    def __init__(self, features: Sequence[Feature], *, store: Any | None = None) -> None:
+        self.features = list(features)
+        self.store = store
+        grouped: dict[tuple[str, tuple[str, ...]], list[Feature]] = defaultdict(list)
+        for f in self.features:
+            if not isinstance(f, RequestFeature):
+                grouped[(f.source, f.keys)].append(f)
+        self.groups = [_Group(s, k, fs) for (s, k), fs in grouped.items()]
+        self._by_source: dict[str, list[_Group]] = defaultdict(list)
+        for g in self.groups:
+            self._by_source[g.source].append(g)
+        self._state: dict[str, dict[Key, GroupState]] = {g.id: {} for g in self.groups}
+        self._dirty: dict[str, set[Key]] = {g.id: set() for g in self.groups}
+        self.watermark_us: int | None = None
+        self._by_name = {f.name: f for f in self.features}
+        self._plan = [(f, None, ()) if isinstance(f, RequestFeature) else (f, group_id(f.source, f.keys), f.keys)
+                      for f in self.features]
+        self._plan_of = {p[0].name: p for p in self._plan}
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(self._by_source)
+
+    # -- updates -----------------------------------------------------------------------------
+    def update(self, source: str, events: pa.Table) -> None:
+        """Apply events of ``source`` (in available-time order, as the Replayer yields them)."""
+        groups = self._by_source.get(source)
+        if not groups or events.num_rows == 0:
+            return
+        avail = events.column("available_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+        event_t = events.column("event_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+        ids = events.column("event_id").to_pylist()
+        for g in groups:
+            key_cols = [events.column(k).to_pylist() for k in g.keys]
+            wcols = {c: events.column(c).to_pylist() for c in g.window_cols}
+            lcols = {c: events.column(c).to_pylist() for c in g.latest_cols}
+            states, dirty = self._state[g.id], self._dirty[g.id]
+            for i in range(events.num_rows):
+                key = tuple(col[i] for col in key_cols)
+                if any(k is None for k in key):
+                    continue
+                st = states.get(key)
+                if st is None:
+                    st = self._load(g, key) or GroupState()
+                    st.empty_like(g.window_cols)
+                    states[key] = st
+                if g.aggs:
+                    st.ts.append(avail[i])
+                    for c, vals in wcols.items():
+                        v = vals[i]
+                        ok = v is not None and v == v
+                        st.values[c].append(float(v) if ok else math.nan)
+                        cnt = st.valid[c]
+                        cnt.append((cnt[-1] if cnt else 0) + ok)
+                for c, vals in lcols.items():
+                    v = vals[i]
+                    if v is not None:
+                        st.latest[c] = [avail[i], event_t[i], ids[i], v]
+                dirty.add(key)
+        last = avail[-1]
+        if self.watermark_us is None or last > self.watermark_us:
+            self.watermark_us = last
+
+    def _load(self, g: _Group, key: Key) -> GroupState | None:
+        if self.store is None:
+            return None
+        blob = self.store.get(g.id, encode_key(key))
+        return None if blob is None else GroupState.from_bytes(blob)
+
+    def _trim(self, g: _Group, st: GroupState, now_us: int) -> None:
+        if not g.aggs or not st.ts:
+            return
+        cut = bisect.bisect_right(st.ts, now_us - g.keep_us)
+        if cut:
+            del st.ts[:cut]
+            for a in st.values.values():
+                del a[:cut]
+            for a in st.valid.values():
+                del a[:cut]
+
+    def flush(self) -> int:
+        """Write changed state to the store (trimming old events first); return entities written."""
+        written = 0
+        now = self.watermark_us
+        for g in self.groups:
+            dirty = self._dirty[g.id]
+            if not dirty:
+                continue
+            items = []
+            for key in dirty:
+                st = self._state[g.id][key]
+                if now is not None:
+                    self._trim(g, st, now)
+                items.append((encode_key(key), st.to_bytes()))
+            if self.store is not None:
+                self.store.put_many(g.id, items)
+            written += len(items)
+            dirty.clear()
+        if self.store is not None and now is not None:
+            self.store.set_watermark(now)
+        return written
+
+    def compact(self) -> None:
+        """Trim every in-memory state to its group's widest window (bounded memory in long replays)."""
+        if self.watermark_us is None:
+            return
+        for g in self.groups:
+            for st in self._state[g.id].values():
+                self._trim(g, st, self.watermark_us)
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, request: Mapping[str, Any], t: datetime, *, features: Sequence[str] | None = None) -> dict[str, Any]:
+        """Feature values for one request at time ``t`` (UTC), as the offline executor would compute them."""
+        t_us = to_us(t)
+        plan = self._plan if features is None else [self._plan_of[self._feature(n).name] for n in features]
+        out: dict[str, Any] = {}
+        cache: dict[str, GroupState | None] = {}
+        for f, gid, keys in plan:
+            if gid is None:
+                out[f.name] = f.fn(request)
+                continue
+            if gid not in cache:
+                key = tuple(request.get(k) for k in keys)
+                cache[gid] = None if None in key else self._lookup(gid, key)
+            out[f.name] = _value(f, cache[gid], t_us)
+        return out
+
+    def get_many(self, requests: Iterable[Mapping[str, Any]], t: datetime) -> list[dict[str, Any]]:
+        return [self.get(r, t) for r in requests]
+
+    def _lookup(self, gid: str, key: Key) -> GroupState | None:
+        st = self._state[gid].get(key)
+        if st is None and self.store is not None:
+            blob = self.store.get(gid, encode_key(key))
+            st = None if blob is None else GroupState.from_bytes(blob)
+        return st
+
+    def _feature(self, name: str) -> Feature:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise FeatureNotFound(f"Feature {name!r} is not defined. Closest matches: {closest(name, self._by_name)}") from None
+
+
+def _value(f: Feature, st: GroupState | None, t_us: int) -> Any:
+    if isinstance(f, Aggregate):
+        if st is None:
+            return 0.0 if f.agg == "count" else None
+        ts = st.ts
+        hi = bisect.bisect_right(ts, t_us)
+        lo = bisect.bisect_right(ts, t_us - duration_us(f.window), 0, hi)
+        if f.column is None:
+            return float(hi - lo)
+        valid = st.valid[f.column]
+        n = (valid[hi - 1] if hi else 0) - (valid[lo - 1] if lo else 0)
+        if f.agg == "count":
+            return float(n)
+        if n == 0:
+            return None
+        raw = st.values[f.column][lo:hi]
+        # the running count of valid values says whether the slice holds a missing one to skip
+        vals = raw if n == hi - lo else [v for v in raw if v == v]
+        if f.agg == "sum":
+            return math.fsum(vals)
+        if f.agg == "mean":
+            return math.fsum(vals) / n
+        if f.agg == "min":
+            return min(vals)
+        if f.agg == "max":
+            return max(vals)
+        if n < 2:
+            return None
+        mean = math.fsum(vals) / n
+        return math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
+    if isinstance(f, Latest):
+        if st is None:
+            return None
+        entry = st.latest.get(f.column)
+        if entry is None or entry[0] > t_us:
+            return None
+        if f.max_age is not None and entry[1] < t_us - duration_us(f.max_age):
+            return None
+        return float(entry[3]) if f.dtype == "float" else str(entry[3])
+    raise TypeError(f"not a stored feature: {f!r}")

@@ -1,0 +1,112 @@
+"""A project: the one Python file where a team declares its sources, spine, label and features.
+
+``loopml`` commands take ``--project P``: the folder holding ``P/project.py``, which must define a
+module-level ``project = Project(...)``. :func:`load_project` imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from loopml.errors import InvalidConfig
+from loopml.features.definitions import Feature, Label, RequestFeature, Spine, definition_hash
+
+__all__ = ["Project", "load_project"]
+
+
+@dataclass(frozen=True)
+class Project:
+    """Everything loopml needs to know about one prediction problem.
+
+    Parameters
+    ----------
+    name
+        Short identifier; also the served model's name (``/v2/models/{name}``).
+    load_events
+        ``() -> {source: DataFrame}``; each frame has ``event_time`` and ``available_time``
+        columns (UTC). Called once to fill the event log (``loopml ingest``).
+    spine, label, features
+        See :mod:`loopml.features.definitions`.
+    categorical
+        Names of features the model treats as categories.
+    model_params
+        LightGBM parameters.
+    train_from, train_to
+        Default training window (ISO dates).
+    path
+        The folder the project was loaded from.
+    """
+
+    name: str
+    load_events: Callable[[], Mapping[str, pd.DataFrame]]
+    spine: Spine
+    label: Label
+    features: tuple[Feature, ...]
+    categorical: tuple[str, ...] = ()
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    train_from: str = ""
+    train_to: str = ""
+    evaluate_months: int = 1
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidConfig(f"Project {self.name!r}: feature names must be unique; repeated: {dupes}")
+        unknown = [c for c in self.categorical if c not in names]
+        if unknown:
+            raise InvalidConfig(f"Project {self.name!r}: categorical names {unknown} are not features")
+        for f in self.features:
+            if isinstance(f, RequestFeature):
+                extra = [c for c in f.inputs if c not in self.spine.request_fields]
+                if extra:
+                    raise InvalidConfig(
+                        f"Feature {f.name!r} reads request field(s) {extra}, which the spine's request_fields "
+                        f"{list(self.spine.request_fields)} do not include")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def feature_hash(self) -> str:
+        return definition_hash(self.features)
+
+    def feature_sources(self) -> list[str]:
+        return sorted({f.source for f in self.features if not isinstance(f, RequestFeature)})
+
+
+def load_project(path: str | Path) -> Project:
+    """Import ``path/project.py`` (or ``path`` itself if it is a .py file) and return its ``project``."""
+    p = Path(path)
+    file = p if p.suffix == ".py" else p / "project.py"
+    if not file.exists():
+        raise InvalidConfig(f"--project {path!s}: no project file at {file} (a folder with project.py is expected)")
+    module_name = f"loopml_project_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise InvalidConfig(f"cannot import project file {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(file.parent))
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(file.parent))
+    project = getattr(module, "project", None)
+    if not isinstance(project, Project):
+        raise InvalidConfig(f"{file} must define `project = loopml.Project(...)`; found {type(project).__name__}")
+    return Project(**{**project.__dict__, "path": file.parent.resolve()})
+
+
+def sequence(x: Sequence[str] | str) -> tuple[str, ...]:
+    return (x,) if isinstance(x, str) else tuple(x)

@@ -1,0 +1,87 @@
+"""The in-process Predictor: online features + model + prediction log."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from loopml.features.online import OnlineExecutor
+from loopml.project import Project
+from loopml.serving.predictionlog import PredictionLog
+from loopml.serving.schema import RequestSchema
+from loopml.training.model import GBMModel
+
+__all__ = ["Prediction", "Predictor"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    request_id: str
+    score: float
+    model_version: int
+    at: datetime
+    features: dict[str, Any]
+
+
+class Predictor:
+    """Score requests with online features and log every prediction.
+
+    The prediction time of a request is its ``at`` if given, else the spine's rule (for flights,
+    scheduled departure minus two hours). Features are the online executor's values at that time.
+
+    Parameters
+    ----------
+    project, online, model, version, log, schema
+        What it needs; ``schema`` validates incoming requests (see :class:`RequestSchema`).
+    """
+
+    def __init__(self, project: Project, online: OnlineExecutor, model: GBMModel, version: int,
+                 log: PredictionLog | None, schema: RequestSchema) -> None:
+        self.project = project
+        self.online = online
+        self.log = log
+        self.schema = schema
+        self._lock = threading.Lock()
+        self.swap(model, version)
+
+    def swap(self, model: GBMModel, version: int) -> None:
+        """Serve ``model`` as ``version`` from the next request on (atomic: one reference)."""
+        self._current = (model, version)
+
+    @property
+    def version(self) -> int:
+        return self._current[1]
+
+    def prediction_time(self, request: Mapping[str, Any]) -> datetime:
+        return request[self.project.spine.time_column] - self.project.spine.lead
+
+    def predict(self, request: Mapping[str, Any], *, at: datetime | None = None, entity_id: str | None = None,
+                request_id: str | None = None, extra: Mapping[str, Any] | None = None) -> Prediction:
+        return self.predict_many([request], at=at, entity_ids=[entity_id], request_ids=[request_id],
+                                 extra=extra)[0]
+
+    def predict_many(self, requests: Sequence[Mapping[str, Any]], *, at: datetime | None = None,
+                     entity_ids: Sequence[str | None] | None = None, request_ids: Sequence[str | None] | None = None,
+                     extra: Mapping[str, Any] | None = None, validated: bool = False) -> list[Prediction]:
+        """Score a batch in one model call; every prediction is in the log before this returns."""
+        model, version = self._current
+        clean = list(requests) if validated else [self.schema.validate(r) for r in requests]
+        times = [at or self.prediction_time(r) for r in clean]
+        rows = [self.online.get(r, t) for r, t in zip(clean, times, strict=True)]
+        scores = model.predict_rows(rows) if rows else []
+        out = []
+        records = []
+        for i, (r, t, feats, s) in enumerate(zip(clean, times, rows, scores, strict=True)):
+            rid = (request_ids[i] if request_ids else None) or uuid.uuid4().hex
+            ent = entity_ids[i] if entity_ids else None
+            out.append(Prediction(rid, float(s), version, t, feats))
+            records.append({"request_id": rid, "entity_id": ent, "model_version": version, "at": t.isoformat(),
+                            "score": float(s), "request": r, "features": feats, **(extra or {})})
+        if self.log is not None and records:
+            with self._lock:
+                self.log.log_predictions(records)
+        return out
