@@ -8,6 +8,6 @@ available-time order, which is how the online executor and the loop controller s
 """
 
 from loopml.events.log import SYSTEM_COLUMNS, EventLog
-from loopml.events.replay import Replayer
+from loopml.events.replay import EventBatch, Replayer
 
-__all__ = ["SYSTEM_COLUMNS", "EventLog", "Replayer"]
+__all__ = ["SYSTEM_COLUMNS", "EventBatch", "EventLog", "Replayer"]

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import bisect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from loopml.events.log import EventLog
 from loopml.timeutil import to_us
 
-__all__ = ["Replayer"]
+__all__ = ["EventBatch", "Replayer"]
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Consecutive events of one source as Python lists; times are integer microseconds (UTC).
+
+    The online executor's per-event loop reads plain lists: converting Arrow columns for every
+    small batch would cost more than the updates themselves.
+    """
+
+    columns: Mapping[str, list[Any]]
+    n: int
+
+    @classmethod
+    def from_table(cls, table: pa.Table, columns: Sequence[str] | None = None) -> EventBatch:
+        names = table.column_names if columns is None else list(dict.fromkeys(
+            ["event_id", "event_time", "available_time", *columns]))
+        cols: dict[str, list[Any]] = {}
+        for n in names:
+            col = table.column(n)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            cols[n] = col.to_pylist()
+        return cls(cols, table.num_rows)
+
+    def slice(self, lo: int, hi: int) -> EventBatch:
+        return EventBatch({k: v[lo:hi] for k, v in self.columns.items()}, hi - lo)
+
+    def __getitem__(self, column: str) -> list[Any]:
+        return self.columns[column]
 
 
 class Replayer:
@@ -21,40 +53,35 @@ class Replayer:
     returned, in (available_time, event_time, event_id) order. Sources are independent streams, so
     per-source order is all the online state needs.
 
-    The whole of each source (restricted to ``start``/``end``) is read once up front: at the scale
-    of the embedded backend (a year of flights is ~1M events) that is a second of DuckDB work.
+    Each source (restricted to ``start``/``end`` and to ``columns``) is read once up front: at the
+    scale of the embedded backend (a year of flights is ~1M events) that is a second of work.
     """
 
     def __init__(self, log: EventLog, sources: Sequence[str], *, start: datetime | None = None,
-                 end: datetime | None = None) -> None:
+                 end: datetime | None = None, columns: Mapping[str, Sequence[str]] | None = None) -> None:
         self.log = log
         self.sources = list(sources)
-        self._tables: dict[str, pa.Table] = {}
-        self._avail: dict[str, np.ndarray] = {}
+        self._batches: dict[str, EventBatch] = {}
         self._pos: dict[str, int] = {}
         for s in self.sources:
-            table = log.read(s, start=start, end=end)
-            self._tables[s] = table
-            self._avail[s] = _as_us(table.column("available_time"))
+            wanted = None if columns is None or s not in columns else list(columns[s])
+            table = log.read(s, start=start, end=end, columns=wanted)
+            self._batches[s] = EventBatch.from_table(table, wanted)
             self._pos[s] = 0
         self.clock_us: int | None = None
 
-    def advance_to(self, t: datetime) -> Iterator[tuple[str, pa.Table]]:
+    def advance_to(self, t: datetime) -> Iterator[tuple[str, EventBatch]]:
         """Yield (source, new events) for everything that became available by ``t`` (inclusive)."""
         t_us = to_us(t)
         if self.clock_us is not None and t_us < self.clock_us:
             raise ValueError(f"the replay clock only moves forward: at {self.clock_us} us, asked for {t_us} us")
         self.clock_us = t_us
         for s in self.sources:
-            lo = self._pos[s]
-            hi = int(np.searchsorted(self._avail[s], t_us, side="right"))
+            batch, lo = self._batches[s], self._pos[s]
+            hi = bisect.bisect_right(batch.columns["available_time"], t_us, lo)
             if hi > lo:
                 self._pos[s] = hi
-                yield s, self._tables[s].slice(lo, hi - lo)
+                yield s, batch.slice(lo, hi)
 
     def remaining(self, source: str) -> int:
-        return len(self._avail[source]) - self._pos[source]
-
-
-def _as_us(column: pa.ChunkedArray) -> np.ndarray:
-    return column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        return self._batches[source].n - self._pos[source]

@@ -24,7 +24,7 @@ from loopml.events.log import EventLog
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.timeutil import duration_us
 
-__all__ = ["OfflineExecutor"]
+__all__ = ["OfflineExecutor", "records"]
 
 _AGG_SQL = {"count": "COUNT", "sum": "SUM", "mean": "AVG", "min": "MIN", "max": "MAX", "std": "STDDEV_SAMP"}
 
@@ -117,7 +117,7 @@ class OfflineExecutor:
         requests = [f for f in chosen if isinstance(f, RequestFeature)]
         if requests:
             inputs = sorted({c for f in requests for c in f.inputs})
-            rows = _records(spine, inputs)
+            rows = records(spine, inputs)
             for f in requests:
                 values = [f.fn(r) for r in rows]
                 out[f.name] = pd.array(values, dtype="float64" if f.dtype == "float" else "object")
@@ -194,7 +194,7 @@ class OfflineExecutor:
                 )
 
 
-def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     """Rows as dicts of plain Python values (datetimes as aware ``datetime``), as a live request has."""
     cols = []
     for c in columns:

@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from loopml.errors import FeatureNotFound, closest
+from loopml.events.replay import EventBatch
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.timeutil import duration_us, to_us
 
@@ -133,20 +134,30 @@ class OnlineExecutor:
         return sorted(self._by_source)
 
     # -- updates -----------------------------------------------------------------------------
-    def update(self, source: str, events: pa.Table) -> None:
+    def columns(self) -> dict[str, list[str]]:
+        """Per source, the columns the state needs (pass to :class:`~loopml.events.Replayer`)."""
+        out: dict[str, list[str]] = {}
+        for g in self.groups:
+            out.setdefault(g.source, [])
+            out[g.source] = sorted({*out[g.source], *g.keys, *g.window_cols, *g.latest_cols})
+        return out
+
+    def update(self, source: str, events: EventBatch | pa.Table) -> None:
         """Apply events of ``source`` (in available-time order, as the Replayer yields them)."""
         groups = self._by_source.get(source)
-        if not groups or events.num_rows == 0:
+        if isinstance(events, pa.Table):
+            events = EventBatch.from_table(events)
+        if not groups or events.n == 0:
             return
-        avail = events.column("available_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
-        event_t = events.column("event_time").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
-        ids = events.column("event_id").to_pylist()
+        avail = events["available_time"]
+        event_t = events["event_time"]
+        ids = events["event_id"]
         for g in groups:
-            key_cols = [events.column(k).to_pylist() for k in g.keys]
-            wcols = {c: events.column(c).to_pylist() for c in g.window_cols}
-            lcols = {c: events.column(c).to_pylist() for c in g.latest_cols}
+            key_cols = [events[k] for k in g.keys]
+            wcols = {c: events[c] for c in g.window_cols}
+            lcols = {c: events[c] for c in g.latest_cols}
             states, dirty = self._state[g.id], self._dirty[g.id]
-            for i in range(events.num_rows):
+            for i in range(events.n):
                 key = tuple(col[i] for col in key_cols)
                 if any(k is None for k in key):
                     continue

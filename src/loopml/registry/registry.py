@@ -105,8 +105,11 @@ class Registry:
     def register(self, model: str, artifact: bytes, *, feature_hash: str, metrics: Mapping[str, Any],
                  train_from: str | None = None, train_to: str | None = None, label_cutoff: str | None = None,
                  git: str | None = None, parent_version: int | None = None,
-                 info: Mapping[str, Any] | None = None) -> ModelVersion:
-        """Store ``artifact`` and record a new version of ``model`` with its lineage."""
+                 info: Mapping[str, Any] | None = None, at: str | None = None) -> ModelVersion:
+        """Store ``artifact`` and record a new version of ``model`` with its lineage.
+
+        ``at`` is the decision time on the loop's clock (default: now); ``created_at`` is always wall time.
+        """
         sha = self.artifacts.put(artifact)
         with self.engine.begin() as con:
             current = con.execute(sa.select(sa.func.max(versions_t.c.version)).where(versions_t.c.model == model)).scalar()
@@ -116,7 +119,7 @@ class Registry:
                 label_cutoff=label_cutoff, feature_hash=feature_hash, git_commit=git, artifact_sha256=sha,
                 parent_version=parent_version, metrics=json.dumps(metrics, default=float),
                 info=json.dumps(dict(info or {}), default=str)))
-            con.execute(decisions_t.insert().values(model=model, at=_now(), kind="registered", version=version,
+            con.execute(decisions_t.insert().values(model=model, at=at or _now(), kind="registered", version=version,
                                                     details=json.dumps({"metrics": metrics}, default=float)))
         return self.get(model, version)
 
@@ -161,7 +164,7 @@ class Registry:
 
     # -- aliases and decisions ------------------------------------------------------------------
     def promote(self, model: str, version: int | str, *, reason: str = "manual",
-                evidence: Mapping[str, Any] | None = None) -> ModelVersion:
+                evidence: Mapping[str, Any] | None = None, at: str | None = None) -> ModelVersion:
         """Make ``version`` the champion; the old champion becomes ``previous`` (for rollback)."""
         v = self.get(model, version).version
         with self.engine.begin() as con:
@@ -171,7 +174,7 @@ class Registry:
                 self._set_alias(con, model, self.PREVIOUS, old)
             self._set_alias(con, model, self.CHAMPION, v)
             con.execute(decisions_t.insert().values(
-                model=model, at=_now(), kind="promoted", version=v,
+                model=model, at=at or _now(), kind="promoted", version=v,
                 details=json.dumps({"reason": reason, "previous": old, "evidence": dict(evidence or {})}, default=float)))
         return self.get(model, v)
 

@@ -102,14 +102,14 @@ class PredictionLog:
         con.execute("SET TimeZone = 'UTC'")
         where, params = [], []
         if start is not None:
-            where.append("p.at >= ?")
+            where.append('p."at" >= ?')
             params.append(pd.Timestamp(start))
         if end is not None:
-            where.append("p.at < ?")
+            where.append('p."at" < ?')
             params.append(pd.Timestamp(end))
-        pred_sql = (f"SELECT request_id, entity_id, model_version, CAST(at AS TIMESTAMPTZ) AS at, score "
+        pred_sql = (f"SELECT request_id, entity_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", score "
                     f"FROM read_json('{preds}', format='newline_delimited', columns={{request_id:'VARCHAR', "
-                    f"entity_id:'VARCHAR', model_version:'INTEGER', at:'VARCHAR', score:'DOUBLE'}})")
+                    f"entity_id:'VARCHAR', model_version:'INTEGER', \"at\":'VARCHAR', score:'DOUBLE'}})")
         if labels is None:
             sql = f"SELECT p.*, NULL::DOUBLE AS label, NULL::TIMESTAMPTZ AS label_time FROM ({pred_sql}) p"
         else:
@@ -130,7 +130,7 @@ class PredictionLog:
                 params = [pd.Timestamp(labelled_by), *params]
         if where:
             sql = f"SELECT * FROM ({sql}) p WHERE " + " AND ".join(where)
-        return con.execute(sql + " ORDER BY at, request_id", params).df()
+        return con.execute(sql + ' ORDER BY "at", request_id', params).df()
 
     def read_predictions(self) -> pd.DataFrame:
         """Every logged prediction with all its fields (features as served included)."""

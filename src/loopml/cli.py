@@ -1,0 +1,330 @@
+"""``loopml``: each command is a thin call into the library.
+
+Every command takes ``--project P`` (a folder with project.py) and ``--state S`` (where the event
+log, online store, registry and prediction log live; default ``P/.loopml``). Commands that need
+the event log fill it from the project's sources on first use. Errors print ``ErrorType: message``
+and exit 1; progress goes to stderr so that ``--json`` output on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loopml.errors import LoopmlError
+
+app = typer.Typer(help="loopml: event log -> features -> train -> evaluate -> registry -> serve -> monitor -> retrain.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+dataset_app = typer.Typer(help="Point-in-time datasets.", no_args_is_help=True)
+features_app = typer.Typer(help="Online feature lookups.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console()
+
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Folder with the project's project.py.")]
+StateOpt = Annotated[Path | None, typer.Option("--state", "-s", help="State folder (default: PROJECT/.loopml).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _examples_dir() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "examples" / "flights"
+        if (candidate / "project.py").exists():
+            return candidate
+    raise LoopmlError("cannot find examples/flights next to the loopml package; run from a checkout "
+                      "(make demo installs it in editable mode)")
+
+
+def _open(project: Path, state: Path | None) -> tuple[Any, Any]:
+    from loopml.project import load_project
+    from loopml.workspace import Workspace
+
+    proj = load_project(project)
+    ws = Workspace.for_project(proj, state)
+    if not ws.ingested(proj):
+        with _progress() as bar:
+            task = bar.add_task("ingesting sources", total=None)
+            ws.ensure_ingested(proj, progress=lambda name: bar.update(task, description=f"ingesting {name}"))
+    return proj, ws
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        yield bar
+
+
+def _progress_callback(bar: Progress) -> Callable[[str, int, int], None]:
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return update
+
+
+def _time(value: str, name: str) -> datetime:
+    from loopml.timeutil import parse_time
+
+    return parse_time(value, field=name)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(_clean(doc), indent=2, default=str) + "\n")
+
+
+# -- commands -----------------------------------------------------------------------------------
+@app.command()
+def ingest(project: ProjectOpt, state: StateOpt = None) -> None:
+    """Fill the event log from the project's sources (once; later runs do nothing)."""
+    proj, ws = _open(project, state)
+    log = ws.log
+    for s in log.sources():
+        err.print(f"{s}: {log.count(s):,} events")
+
+
+@dataset_app.command("build")
+def dataset_build(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
+                  end: Annotated[str, typer.Option("--to")], out_path: Annotated[Path, typer.Option("--out")],
+                  state: StateOpt = None) -> None:
+    """Write a point-in-time training set: one row per spine event scheduled in [--from, --to)."""
+    from loopml.datasets import build_dataset
+
+    proj, ws = _open(project, state)
+    t0 = time.perf_counter()
+    frame = build_dataset(ws.log, proj, _time(start, "--from"), _time(end, "--to"))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_path, index=False)
+    err.print(f"wrote {len(frame):,} rows x {frame.shape[1]} columns to {out_path} in {time.perf_counter() - t0:.1f}s")
+
+
+@features_app.command("get")
+def features_get(project: ProjectOpt, entity: Annotated[str, typer.Option("--flight", "--id", help="Spine id, e.g. 2013-06-15:UA:1545:EWR")],
+                 at: Annotated[str, typer.Option("--at", help="ISO time (UTC) of the lookup.")],
+                 state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Online feature values for one spine entity as of --at (replaying the event log to that time)."""
+    from loopml.features.lookup import lookup_entity
+
+    proj, ws = _open(project, state)
+    values = lookup_entity(proj, ws.log, entity, _time(at, "--at"))
+    if as_json:
+        _print_json(values)
+        return
+    table = Table("feature", "value")
+    for k, v in values["features"].items():
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+@app.command()
+def train(project: ProjectOpt, start: Annotated[str | None, typer.Option("--from")] = None,
+          end: Annotated[str | None, typer.Option("--to")] = None, state: StateOpt = None,
+          as_json: JsonOpt = False) -> None:
+    """Train on [--from, --to), evaluate on the following month against baselines, register the version."""
+    from loopml.loop.jobs import train_and_register
+    from loopml.registry import ArtifactStore, Registry
+    from loopml.reports import training_report
+
+    proj, ws = _open(project, state)
+    a, b = _time(start or proj.train_from, "--from"), _time(end or proj.train_to, "--to")
+    eval_end = _add_months(b, proj.evaluate_months)
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    with _progress() as bar:
+        task = bar.add_task("building dataset, training, evaluating", total=None)
+        mv, model, ev = train_and_register(proj, ws.log, registry, a, b, eval_start=b, eval_end=eval_end,
+                                           info={"trigger": "loopml train"})
+        bar.update(task, total=1, completed=1)
+    promoted = False
+    if not any(Registry.CHAMPION in v.aliases for v in registry.versions(proj.name)):
+        registry.promote(proj.name, mv.version, reason="first model: no champion yet")
+        promoted = True
+    assert ev is not None
+    importance = dict(zip(model.features, model.booster.feature_importance("gain").tolist(), strict=True))
+    report = training_report(ws.reports / f"train-v{mv.version}.html", project=proj.name, version=mv.version,
+                             evaluation=ev.as_dict(), importance=importance)
+    doc = {"model": proj.name, "version": mv.version, "champion": promoted, **ev.as_dict(),
+           "beats_baselines": ev.beats_baselines(), "report": str(report)}
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table(title=f"{proj.name} v{mv.version} on {ev.start[:10]} .. {ev.end[:10]}")
+    for c in ("", "log loss", "ROC AUC", "Brier", "n"):
+        table.add_column(c)
+    for name, m in [("model", ev.model), ("prior rate", ev.prior), ("carrier rate", ev.group_rate)]:
+        table.add_row(name, f"{m['log_loss']:.4f}", f"{m['auc']:.4f}", f"{m['brier']:.4f}", f"{m['n']:,}")
+    out.print(table)
+    out.print(("beats both baselines" if ev.beats_baselines() else "does NOT beat both baselines")
+              + (f"; v{mv.version} is now champion" if promoted else "") + f"\nreport: {report}")
+
+
+def _add_months(t: datetime, n: int) -> datetime:
+    y, m = t.year, t.month + n
+    y += (m - 1) // 12
+    m = (m - 1) % 12 + 1
+    return t.replace(year=y, month=m)
+
+
+@models_app.command("list")
+def models_list(project: ProjectOpt, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Registered versions with their lineage and aliases."""
+    from loopml.registry import ArtifactStore, Registry
+
+    proj, ws = _open(project, state)
+    versions = Registry(ws.registry_url, ArtifactStore(ws.artifacts)).versions(proj.name)
+    if as_json:
+        _print_json([v.__dict__ for v in versions])
+        return
+    table = Table("version", "aliases", "train window", "label cutoff", "features", "git", "created")
+    for v in versions:
+        table.add_row(str(v.version), ",".join(v.aliases), f"{(v.train_from or '')[:10]} .. {(v.train_to or '')[:10]}",
+                      (v.label_cutoff or "")[:16], v.feature_hash[:10], (v.git_commit or "")[:10], v.created_at)
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(project: ProjectOpt, version: Annotated[str, typer.Argument(help="Version number.")],
+                   state: StateOpt = None) -> None:
+    """Make VERSION the champion (the old champion becomes 'previous')."""
+    from loopml.registry import ArtifactStore, Registry
+
+    proj, ws = _open(project, state)
+    mv = Registry(ws.registry_url, ArtifactStore(ws.artifacts)).promote(proj.name, version, reason="manual (CLI)")
+    out.print(f"{proj.name} v{mv.version} is now champion")
+
+
+@models_app.command("rollback")
+def models_rollback(project: ProjectOpt, state: StateOpt = None) -> None:
+    """Make the previous champion the champion again."""
+    from loopml.registry import ArtifactStore, Registry
+
+    proj, ws = _open(project, state)
+    mv = Registry(ws.registry_url, ArtifactStore(ws.artifacts)).rollback(proj.name)
+    out.print(f"rolled back: {proj.name} v{mv.version} is champion again")
+
+
+@app.command()
+def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", port: int = 8000,
+          model_version: Annotated[str, typer.Option("--model-version")] = "champion") -> None:
+    """Serve the champion over HTTP (POST /predict) with online features from the online store."""
+    import uvicorn
+
+    from loopml.serving.factory import build_predictor
+    from loopml.serving.http import create_app
+
+    proj, ws = _open(project, state)
+    predictor = build_predictor(proj, ws, model_version)
+    err.print(f"serving {proj.name} v{predictor.version} on http://{host}:{port}")
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def performance(project: ProjectOpt, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Live log loss / AUC of logged predictions whose labels have arrived (log and wait)."""
+    from loopml.monitoring import performance_by_version
+    from loopml.serving.predictionlog import PredictionLog
+
+    proj, ws = _open(project, state)
+    doc = performance_by_version(PredictionLog(ws.predictions).joined())
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table("model version", "predictions", "labelled", "log loss", "ROC AUC", "Brier", "median label delay")
+    for r in doc["versions"]:
+        table.add_row(str(r["model_version"]), f"{r['predictions']:,}", f"{r['labelled']:,}", _f(r["log_loss"]),
+                      _f(r["auc"]), _f(r["brier"]), str(r["median_label_delay"]))
+    out.print(table)
+
+
+def _f(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
+
+
+def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: bool) -> None:
+    from loopml.loop import LoopController
+    from loopml.reports import loop_report
+
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        result = LoopController(proj, ws, progress=_progress_callback(bar)).run(start, until)
+    report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
+                         decisions=result.decisions, calibration=result.calibration)
+    doc = {"months": result.months, "report": str(report), "wall_seconds": round(time.perf_counter() - t0, 1),
+           "decisions": [{k: d[k] for k in ("at", "kind", "version")} for d in result.decisions]}
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table(title=f"{proj.name}: served predictions per month")
+    for c in ("month", "model version", "predictions", "labelled", "log loss", "baseline log loss", "ROC AUC"):
+        table.add_column(c)
+    for m in result.months:
+        table.add_row(m["month"], str(m["model_version"]), f"{m['predictions']:,}", f"{m['labelled']:,}",
+                      _f(m["log_loss"]), _f(m["baseline_log_loss"]), _f(m["auc"]))
+    out.print(table)
+    out.print(f"report: {report}")
+
+
+@app.command()
+def replay(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
+           until: Annotated[str, typer.Option("--until")], state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the loop (serve, join labels, retrain monthly) on a replayed clock over [--from, --until)."""
+    proj, ws = _open(project, state)
+    _run_loop(proj, ws, _time(start, "--from"), _time(until, "--until"), as_json)
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option("--dir", help="State folder for the demo.")] = Path("demo-state"),
+         until: Annotated[str, typer.Option("--until", help="Stop serving at this date (default: end of 2013).")] = "2014-01-01",
+         as_json: JsonOpt = False) -> None:
+    """The whole loop on 2013's flights: ingest, train on Jan-Feb, serve from March, retrain monthly."""
+    proj, ws = _open(_examples_dir(), directory)
+    start = _time(proj.train_to, "train_to")
+    end = _time(until, "--until")
+    if end <= start:
+        raise LoopmlError(f"--until must be after {start.date()} (serving starts when the Jan-Feb model is trained); got {until!r}")
+    _run_loop(proj, ws, start, end, as_json)
+
+
+def main() -> None:
+    try:
+        app()
+    except LoopmlError as exc:
+        err.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

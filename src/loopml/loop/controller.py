@@ -1,0 +1,279 @@
+"""The continual-learning controller, driven by a clock.
+
+``LoopController.run(start, until)`` walks time forward: events become visible to the online
+executor as their available time passes, requests (spine events) are scored by the champion
+through the :class:`~loopml.serving.Predictor` and logged, labels are joined to logged predictions
+as they land (log and wait), and at each month boundary a challenger is trained on a trailing
+window using only labels available by then. The challenger replaces the champion only if it beats
+it on a recent holdout neither model was trained on; every step is recorded in the registry.
+
+The clock here is replayed history; the same code runs on a live clock by feeding it events as
+they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from loopml.datasets.build import build_dataset
+from loopml.errors import InvalidConfig
+from loopml.evaluation.metrics import binary_metrics
+from loopml.events.replay import EventBatch, Replayer
+from loopml.features.offline import records
+from loopml.features.online import OnlineExecutor
+from loopml.features.store import SQLiteOnlineStore
+from loopml.loop.jobs import train_and_register
+from loopml.project import Project
+from loopml.registry.artifacts import ArtifactStore
+from loopml.registry.registry import Registry
+from loopml.serving.predictionlog import PredictionLog
+from loopml.serving.predictor import Predictor
+from loopml.serving.schema import RequestSchema
+from loopml.timeutil import from_us, parse_time
+from loopml.workspace import Workspace
+
+__all__ = ["LoopController", "LoopResult", "RetrainPolicy", "month_starts"]
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """Monthly stateless retraining on a trailing window, promoted only on holdout evidence.
+
+    Parameters
+    ----------
+    train_window
+        Length of the trailing training window ending at the retraining time.
+    holdout
+        The most recent part of that window, kept out of training and used to compare the
+        challenger with the champion (log loss; lower wins).
+    min_holdout_labels
+        Below this many labelled holdout rows no promotion happens.
+    label_wait
+        After serving stops, how long labels of the last predictions are still collected.
+    """
+
+    train_window: timedelta = timedelta(days=59)
+    holdout: timedelta = timedelta(days=7)
+    min_holdout_labels: int = 1000
+    label_wait: timedelta = timedelta(days=2)
+
+
+@dataclass
+class LoopResult:
+    months: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+    weekly: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, list[float]] = field(default_factory=dict)
+
+
+def month_starts(start: datetime, until: datetime) -> list[datetime]:
+    """First instants (UTC) of each month after ``start`` and before ``until``."""
+    out = []
+    m = datetime(start.year, start.month, 1, tzinfo=start.tzinfo)
+    while True:
+        m = datetime(m.year + (m.month == 12), m.month % 12 + 1, 1, tzinfo=start.tzinfo)
+        if m >= until:
+            return out
+        out.append(m)
+
+
+class LoopController:
+    """Serve, watch labels and retrain over a clock (see module docstring)."""
+
+    def __init__(self, project: Project, workspace: Workspace, *, policy: RetrainPolicy | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.project = project
+        self.ws = workspace
+        self.policy = policy or RetrainPolicy()
+        self.progress = progress or (lambda stage, done, total: None)
+        self.log = workspace.log
+        self.registry = Registry(workspace.registry_url, ArtifactStore(workspace.artifacts))
+
+    # -- the initial champion ------------------------------------------------------------------
+    def bootstrap(self) -> int:
+        """Train and promote a first champion on the project's default window if none exists."""
+        name = self.project.name
+        if any(Registry.CHAMPION in v.aliases for v in self.registry.versions(name)):
+            return self.registry.resolve(name, Registry.CHAMPION)
+        start, end = parse_time(self.project.train_from), parse_time(self.project.train_to)
+        self.progress("training initial model", 0, 1)
+        mv, _, _ = train_and_register(self.project, self.log, self.registry, start, end,
+                                      info={"trigger": "bootstrap"}, at=end)
+        self.registry.promote(name, mv.version, reason="first model: no champion yet", at=end.isoformat())
+        self.progress("training initial model", 1, 1)
+        return mv.version
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, start: datetime, until: datetime) -> LoopResult:
+        if until <= start:
+            raise InvalidConfig(f"--until ({until.isoformat()}) must be after the start ({start.isoformat()})")
+        p, name = self.project, self.project.name
+        self.bootstrap()
+        mv, model = self.registry.load(name, Registry.CHAMPION)
+        store = SQLiteOnlineStore(self.ws.online_path)
+        online = OnlineExecutor(p.features, store=store)
+        schema = RequestSchema.from_arrow(self.log.schema(p.spine.source), p.spine.request_fields)
+        plog = PredictionLog(self.ws.predictions)
+        predictor = Predictor(p, online, model, mv.version, plog, schema)
+
+        feature_sources = online.sources
+        label_source = p.label.source
+        lb = p.label
+        columns = online.columns()
+        columns[label_source] = sorted({*columns.get(label_source, []), lb.id, lb.column})
+        replayer = Replayer(self.log, sorted({*feature_sources, label_source}), columns=columns)
+        requests = self._requests(start, until)
+        times = requests["__t"].to_numpy()
+        reqs = records(requests, list(p.spine.request_fields))
+        ids = requests[p.spine.id].astype(str).tolist()
+        pending: dict[str, str] = {}
+        boundaries = month_starts(start, until)
+
+        def advance(t: datetime) -> None:
+            for source, events in replayer.advance_to(t):
+                if source in feature_sources:
+                    online.update(source, events)
+                if source == label_source:
+                    self._join_labels(events, pending, plog)
+
+        advance(start)
+        online.flush()
+        n, i, day = len(reqs), 0, None
+        while i < n:
+            t_us = times[i]
+            j = i + 1
+            while j < n and times[j] == t_us:
+                j += 1
+            t = pd.Timestamp(t_us, unit="us", tz="UTC").to_pydatetime()
+            while boundaries and t >= boundaries[0]:
+                b = boundaries.pop(0)
+                advance(b)
+                online.flush()
+                self._retrain(b, predictor)
+            advance(t)
+            if day != t.date():
+                day = t.date()
+                online.flush()
+            preds = predictor.predict_many(reqs[i:j], at=t, entity_ids=ids[i:j], validated=True)
+            for k, pr in zip(range(i, j), preds, strict=True):
+                pending[ids[k]] = pr.request_id
+            i = j
+            self.progress("serving", i, n)
+        # serving stops at `until`; labels of its last predictions still land afterwards
+        advance(until)
+        online.flush()
+        drain = until + self.policy.label_wait
+        replayer_labels = Replayer(self.log, [label_source], start=until, columns={label_source: [lb.id, lb.column]})
+        for _, events in replayer_labels.advance_to(drain):
+            self._join_labels(events, pending, plog)
+        plog.close()
+        return self.summarize(start, until)
+
+    def _requests(self, start: datetime, until: datetime) -> pd.DataFrame:
+        """Spine events whose prediction time is in [start, until), in time order."""
+        sp = self.project.spine
+        table = self.log.read(sp.source, start=start, end=until, by="available_time")
+        frame = table.to_pandas()
+        frame["__t"] = frame["available_time"].astype("datetime64[us, UTC]").dt.tz_localize(None).to_numpy().astype("int64")
+        # The request time is the spine's prediction time; the schedule event's available time is that time.
+        pt = frame[sp.time_column] - sp.lead
+        if not (pt == frame["available_time"]).all():
+            raise InvalidConfig(f"spine source {sp.source!r}: available_time must equal {sp.time_column} - lead "
+                                "(a request arrives at its prediction time)")
+        return frame.reset_index(drop=True)
+
+    def _join_labels(self, events: EventBatch, pending: dict[str, str], plog: PredictionLog) -> None:
+        lb = self.project.label
+        out = []
+        for fid, y, lt in zip(events[lb.id], events[lb.column], events["available_time"], strict=True):
+            rid = pending.pop(str(fid), None)
+            if rid is not None and y is not None:
+                out.append({"request_id": rid, "label": float(y), "label_time": from_us(lt).isoformat()})
+        if out:
+            plog.log_labels(out)
+
+    def _retrain(self, at: datetime, predictor: Predictor) -> None:
+        """Train a challenger at ``at``; promote it if it beats the champion on the holdout."""
+        p, pol, name = self.project, self.policy, self.project.name
+        self.progress(f"retraining at {at.date()}", 0, 1)
+        champion_v = self.registry.resolve(name, Registry.CHAMPION)
+        _, champion = self.registry.load(name, champion_v)
+        train_start, holdout_start = at - pol.train_window, at - pol.holdout
+        self.registry.record(name, "trigger", details={"kind": "schedule", "at": at.isoformat()}, at=at.isoformat())
+        mv, challenger, _ = train_and_register(
+            p, self.log, self.registry, train_start, holdout_start, label_cutoff=at, parent=champion_v,
+            info={"trigger": "monthly schedule", "at": at.isoformat()}, at=at)
+        hold = build_dataset(self.log, p, holdout_start, at, label_cutoff=at)
+        hold = hold[hold[p.label.name].notna()]
+        y = hold[p.label.name].astype(float).to_numpy()
+        evidence = {
+            "holdout": [holdout_start.isoformat(), at.isoformat()], "labelled": int(len(y)),
+            "challenger": binary_metrics(y, challenger.predict_frame(hold)),
+            "champion": binary_metrics(y, champion.predict_frame(hold)),
+            "challenger_version": mv.version, "champion_version": champion_v,
+        }
+        wins = (len(y) >= pol.min_holdout_labels
+                and evidence["challenger"]["log_loss"] < evidence["champion"]["log_loss"])
+        evidence["decision"] = "promote" if wins else "keep champion"
+        if wins:
+            self.registry.promote(name, mv.version, reason="challenger beat champion on holdout log loss",
+                                  evidence=evidence, at=at.isoformat())
+            predictor.swap(challenger, mv.version)
+        else:
+            self.registry.record(name, "rejected", version=mv.version, details=evidence, at=at.isoformat())
+        self.progress(f"retraining at {at.date()}", 1, 1)
+
+    # -- results -------------------------------------------------------------------------------
+    def summarize(self, start: datetime, until: datetime) -> LoopResult:
+        """Per-month and per-week metrics of served predictions with their labels."""
+        plog = PredictionLog(self.ws.predictions)
+        joined = plog.joined(start=start, end=until)
+        lab = joined[joined["label"].notna()].copy()
+        months = []
+        for m0 in [start.replace(day=1, hour=0, minute=0, second=0, microsecond=0), *month_starts(start, until)]:
+            m1 = (month_starts(m0, until + timedelta(days=62)) or [until])[0]
+            served = joined[(joined["at"] >= pd.Timestamp(max(m0, start))) & (joined["at"] < pd.Timestamp(min(m1, until)))]
+            part = served[served["label"].notna()]
+            y, s = part["label"].to_numpy(float), part["score"].to_numpy(float)
+            prior = _prior(self.log, self.project, m0)
+            mm = binary_metrics(y, s)
+            base = binary_metrics(y, np.full(len(y), prior)) if len(y) else {"log_loss": float("nan")}
+            versions = served["model_version"].value_counts()
+            months.append({
+                "month": m0.strftime("%Y-%m"),
+                "model_version": int(versions.index[0]) if len(versions) else None,
+                "model_versions": sorted(int(v) for v in versions.index),
+                "predictions": int(len(served)), "labelled": int(len(part)),
+                "log_loss": mm["log_loss"], "auc": mm["auc"], "brier": mm["brier"],
+                "baseline_log_loss": base["log_loss"], "baseline_rate": prior,
+            })
+        weekly = []
+        if len(lab):
+            lab["week"] = lab["at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
+            for wk, g in lab.groupby("week"):
+                mm = binary_metrics(g["label"].to_numpy(float), g["score"].to_numpy(float))
+                weekly.append({"week": str(wk.date()), "log_loss": mm["log_loss"], "auc": mm["auc"], "labelled": mm["n"]})
+        calibration = {}
+        if len(lab):
+            bins = np.linspace(0, 1, 11)
+            idx = np.clip(np.digitize(lab["score"], bins) - 1, 0, 9)
+            frame = pd.DataFrame({"b": idx, "s": lab["score"], "y": lab["label"]}).groupby("b")
+            calibration = {"mean_score": frame["s"].mean().tolist(), "observed": frame["y"].mean().tolist(),
+                           "count": frame["y"].size().tolist()}
+        return LoopResult(months=months, decisions=self.registry.decisions(self.project.name), weekly=weekly,
+                          calibration=calibration)
+
+
+def _prior(log: Any, project: Project, before: datetime) -> float:
+    """Positive rate of every label available before ``before``: the baseline known at that time."""
+    lb = project.label
+    sql = f'SELECT avg(CAST("{lb.column}" AS DOUBLE)) FROM {log.relation_sql(lb.source)} WHERE available_time < ?'
+    value = duckdb.connect().execute(sql, [before]).fetchall()[0][0]
+    return float(value) if value is not None else float("nan")

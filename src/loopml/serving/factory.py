@@ -1,0 +1,23 @@
+"""Assemble a Predictor for a project's state folder (used by ``loopml serve`` and tests)."""
+
+from __future__ import annotations
+
+from loopml.features.online import OnlineExecutor
+from loopml.features.store import SQLiteOnlineStore
+from loopml.project import Project
+from loopml.registry import ArtifactStore, Registry
+from loopml.serving.predictionlog import PredictionLog
+from loopml.serving.predictor import Predictor
+from loopml.serving.schema import RequestSchema
+from loopml.workspace import Workspace
+
+__all__ = ["build_predictor"]
+
+
+def build_predictor(project: Project, ws: Workspace, model_version: str | int = "champion") -> Predictor:
+    """Champion (or ``model_version``) + the SQLite online store + the state's prediction log."""
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    mv, model = registry.load(project.name, model_version)
+    online = OnlineExecutor(project.features, store=SQLiteOnlineStore(ws.online_path))
+    schema = RequestSchema.from_arrow(ws.log.schema(project.spine.source), project.spine.request_fields)
+    return Predictor(project, online, model, mv.version, PredictionLog(ws.predictions), schema)
