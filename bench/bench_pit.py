@@ -9,14 +9,17 @@ from the event log on disk (Parquet segments) and the spine DataFrame in memory,
 float column per feature in spine order:
 
 (a) loopml      ``OfflineExecutor(log, stored_features).join(spine)`` (the generated DuckDB SQL);
-                also, for context, ``join`` with all 19 features (request features included).
+                also, for context, ``join`` with all 19 features (request features included) and
+                with only the 6 aggregates / only the 7 latest values.
 (b) pandas      read each source into pandas; ``merge_asof`` per Latest feature, groupby + time-based
                 ``rolling(window, closed='right')`` over events and spine rows concatenated.
 (c) DuckDB SQL  one hand-written query: window functions over events UNION spine rows for the
-                aggregates, ``ASOF LEFT JOIN`` for the latest values. This is the floor.
+                aggregates (RANGE frames), ``ASOF LEFT JOIN`` for the latest values -- the most
+                direct SQL, meant as the floor.
 
-Each method runs once as a warm-up and is then timed ``--repeat`` times (best is reported); pandas
-is timed once if its warm-up took longer than ``--slow`` seconds.
+Each method runs once as a warm-up (its result is the one verified), then ``--repeat`` rounds run
+every method once each, round-robin, so load bursts on a shared machine hit all methods alike; the
+best round is reported. A method whose warm-up exceeds ``--slow`` seconds is timed by its warm-up only.
 
 Before timing is trusted, (b) and (c) are checked value for value against (a) on the full spine:
 floats equal within 1e-9 (absolute), missing equals missing. The number of mismatches per feature
@@ -143,22 +146,18 @@ def pandas_pit(log, spine: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# (c) hand-written DuckDB SQL: the floor
+# (c) hand-written DuckDB SQL, window functions + ASOF joins
 # --------------------------------------------------------------------------------------------
 # Frames are RANGE ... (window - 1 us) PRECEDING: a plain `INTERVAL 1 HOUR PRECEDING` frame is
 # [t - 1h, t] and would wrongly include events exactly one window old (common: times are whole minutes).
-# Latest: the value column's NULLs are filtered *before* the ASOF join (Latest skips missing values),
-# and ties in available_time are broken by (event_time, event_id) so the ASOF match is deterministic.
-SQL = """
-WITH s AS (
-    SELECT row_number() OVER () - 1 AS rid, prediction_time AS t, origin, carrier, dest, tailnum FROM spine
-),
+# CURRENT ROW in RANGE mode takes every peer, so events available exactly at t are inside.
+WINDOW_AGGS = """
 dep_w AS (
     SELECT rid,
         avg(dep_delay) OVER (PARTITION BY origin ORDER BY t
             RANGE BETWEEN (INTERVAL 1 HOUR - INTERVAL 1 MICROSECOND) PRECEDING AND CURRENT ROW) AS origin_dep_delay_mean_1h,
         avg(dep_delay) OVER w AS origin_dep_delay_mean_3h,
-        coalesce(count(ev) OVER w, 0) AS origin_departures_3h
+        count(ev) OVER w AS origin_departures_3h
     FROM (
         SELECT origin, available_time AS t, dep_delay, 1 AS ev, NULL::BIGINT AS rid
         FROM {departures} WHERE origin IS NOT NULL
@@ -194,58 +193,67 @@ route_w AS (
         SELECT origin, dest, t, NULL, rid FROM s
     )
     QUALIFY rid IS NOT NULL
-),
-prev_arr AS (
-    SELECT tailnum, available_time AS t, arr_delay FROM {outcomes}
-    WHERE tailnum IS NOT NULL AND arr_delay IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY tailnum, available_time ORDER BY event_time DESC, event_id DESC) = 1
-),
-{weather_ctes},
-{plane_ctes}
+)"""
+WINDOW_SELECT = """dep_w.origin_dep_delay_mean_1h, dep_w.origin_dep_delay_mean_3h, dep_w.origin_departures_3h,
+    carrier_w.carrier_arr_delay_mean_24h, carrier_w.carrier_delayed_frac_7d, route_w.route_delayed_frac_7d"""
+WINDOW_JOINS = "JOIN dep_w USING (rid) JOIN carrier_w USING (rid) JOIN route_w USING (rid)"
+
+# --------------------------------------------------------------------------------------------
+# (c) continued: latest values and the query skeleton
+# --------------------------------------------------------------------------------------------
+# The value column's NULLs are filtered *before* the ASOF join (Latest skips missing values), and
+# ties in available_time are kept to one row, the greatest (event_time, event_id), so the ASOF
+# match is deterministic. max_age compares the matched value's event_time with t - max_age.
+SKELETON = """
+WITH s AS (SELECT rid, prediction_time AS t, origin, carrier, dest, tailnum FROM spine),
+{aggs},
+{latest_ctes}
 SELECT s.rid,
-    dep_w.origin_dep_delay_mean_1h, dep_w.origin_dep_delay_mean_3h, dep_w.origin_departures_3h::DOUBLE AS origin_departures_3h,
-    carrier_w.carrier_arr_delay_mean_24h, carrier_w.carrier_delayed_frac_7d, route_w.route_delayed_frac_7d,
-    pa.arr_delay AS plane_prev_arr_delay,
-    {weather_cols},
-    {plane_cols}
+    {agg_select},
+    {latest_select}
 FROM s
-JOIN dep_w USING (rid) JOIN carrier_w USING (rid) JOIN route_w USING (rid)
-ASOF LEFT JOIN prev_arr pa ON pa.tailnum = s.tailnum AND s.t >= pa.t
-{weather_joins}
-{plane_joins}
+{agg_joins}
+{latest_joins}
 ORDER BY s.rid
 """
-
-
-def _latest_cte(name: str, source: str, key: str, column: str) -> str:
-    return f"""{name} AS (
-    SELECT {key}, available_time AS t, event_time AS et, {column} AS v FROM {source}
-    WHERE {key} IS NOT NULL AND {column} IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY {key}, available_time ORDER BY event_time DESC, event_id DESC) = 1
-)"""
+LATEST = [  # (feature, source, key, column, max_age in hours or None)
+    ("plane_prev_arr_delay", "outcomes", "tailnum", "arr_delay", None),
+    ("origin_temp", "weather", "origin", "temp", 3),
+    ("origin_wind_speed", "weather", "origin", "wind_speed", 3),
+    ("origin_visib", "weather", "origin", "visib", 3),
+    ("origin_precip", "weather", "origin", "precip", 3),
+    ("plane_age_years", "planes", "tailnum", "age_years", None),
+    ("plane_seats", "planes", "tailnum", "seats", None),
+]
 
 
 def sql_text(log) -> str:
     src = {s: log.relation_sql(s) for s in ("departures", "outcomes", "weather", "planes")}
-    wx = ("temp", "wind_speed", "visib", "precip")
-    pl = ("age_years", "seats")
-    return SQL.format(
-        departures=src["departures"], outcomes=src["outcomes"],
-        weather_ctes=",\n".join(_latest_cte(f"wx_{c}", src["weather"], "origin", c) for c in wx),
-        plane_ctes=",\n".join(_latest_cte(f"pl_{c}", src["planes"], "tailnum", c) for c in pl),
-        weather_cols=", ".join(f"CASE WHEN wx_{c}.et >= s.t - INTERVAL 3 HOUR THEN wx_{c}.v END AS origin_{c}" for c in wx),
-        plane_cols=", ".join(f"pl_{c}.v AS plane_{c}" for c in pl),
-        weather_joins="\n".join(f"ASOF LEFT JOIN wx_{c} ON wx_{c}.origin = s.origin AND s.t >= wx_{c}.t" for c in wx),
-        plane_joins="\n".join(f"ASOF LEFT JOIN pl_{c} ON pl_{c}.tailnum = s.tailnum AND s.t >= pl_{c}.t" for c in pl),
-    )
+    ctes, cols, joins = [], [], []
+    for i, (name, source, key, column, max_age) in enumerate(LATEST):
+        ctes.append(f"""l{i} AS (
+    SELECT {key}, available_time AS ts, event_time AS et, {column} AS v FROM {src[source]}
+    WHERE {key} IS NOT NULL AND {column} IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY {key}, available_time ORDER BY event_time DESC, event_id DESC) = 1
+)""")
+        value = (f"l{i}.v" if max_age is None
+                 else f"CASE WHEN l{i}.et >= s.t - INTERVAL {max_age} HOUR THEN l{i}.v END")
+        cols.append(f"{value} AS {name}")
+        joins.append(f"ASOF LEFT JOIN l{i} ON l{i}.{key} = s.{key} AND s.t >= l{i}.ts")
+    return SKELETON.format(
+        aggs=WINDOW_AGGS.strip().format(departures=src["departures"], outcomes=src["outcomes"]),
+        latest_ctes=",\n".join(ctes), agg_select=WINDOW_SELECT, latest_select=",\n    ".join(cols),
+        agg_joins=WINDOW_JOINS, latest_joins="\n".join(joins))
 
 
 def sql_pit(log, spine: pd.DataFrame, sql: str) -> pd.DataFrame:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.register("spine", spine[["prediction_time", "origin", "carrier", "dest", "tailnum"]])
+    sp = spine[["prediction_time", "origin", "carrier", "dest", "tailnum"]].assign(rid=np.arange(len(spine)))
+    con.register("spine", sp)
     frame = con.execute(sql).df()
     con.close()
+    assert (frame["rid"].to_numpy() == np.arange(len(spine))).all()
     frame.index = spine.index
     return frame.drop(columns="rid").astype("float64")
 
@@ -253,20 +261,30 @@ def sql_pit(log, spine: pd.DataFrame, sql: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # harness
 # --------------------------------------------------------------------------------------------
-def timed(label: str, fn: Callable[[], object], repeat: int, slow: float) -> tuple[float, object, int]:
-    t0 = time.perf_counter()
-    result = fn()  # warm-up (also the result we verify)
-    first = time.perf_counter() - t0
-    if first > slow:
-        print(f"  {label}: {first:.2f} s (warm-up > {slow:.0f} s: timed once)", flush=True)
-        return first, result, 1
-    runs = []
-    for _ in range(repeat):
+def time_all(methods: dict[str, Callable[[], object]], repeat: int, slow: float
+             ) -> tuple[dict[str, float], dict[str, int], dict[str, object]]:
+    """Warm up every method (keeping its result), then time ``repeat`` round-robin rounds.
+
+    Round-robin rather than method after method, so that a burst of load on this shared machine
+    hits every method alike; each method's best round is its time. A method whose warm-up took
+    longer than ``slow`` seconds keeps its warm-up time and sits the rounds out.
+    """
+    results, runs = {}, {}
+    for label, fn in methods.items():
         t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    print(f"  {label}: warm-up {first:.2f} s, runs " + ", ".join(f"{r:.2f}" for r in runs), flush=True)
-    return min(runs), result, repeat
+        results[label] = fn()
+        runs[label] = [time.perf_counter() - t0]
+        print(f"  warm-up  {label:<58} {runs[label][0]:6.2f}", flush=True)
+    timed = [label for label in methods if runs[label][0] <= slow]
+    for label in timed:
+        runs[label] = []
+    for r in range(repeat):
+        for label in timed:
+            t0 = time.perf_counter()
+            methods[label]()
+            runs[label].append(time.perf_counter() - t0)
+            print(f"  round {r + 1}  {label:<58} {runs[label][-1]:6.2f}", flush=True)
+    return {k: min(v) for k, v in runs.items()}, {k: len(v) for k, v in runs.items()}, results
 
 
 def compare(ref: pd.DataFrame, other: pd.DataFrame, names: list[str], spine: pd.DataFrame,
@@ -284,7 +302,8 @@ def compare(ref: pd.DataFrame, other: pd.DataFrame, names: list[str], spine: pd.
         print(f"  {n:<28} {k:>7}")
         for i in np.flatnonzero(bad)[:3]:
             r = spine.iloc[i]
-            print(f"      row {i}: {r['flight_id']} t={r['prediction_time']} loopml={a[i]!r} {label}={b[i]!r}")
+            print(f"      row {i}: {r['flight_id']} t={r['prediction_time']} "
+                  f"loopml={a[i]!r} {label}={b[i]!r}")
     return total
 
 
@@ -310,24 +329,32 @@ def main() -> int:
           f"{spine['prediction_time'].max()}; {len(stored)} stored features; duckdb threads: {threads}")
     sql = sql_text(log)
 
+    aggs = [f for f in stored if isinstance(f, Aggregate)]
+    latest = [f for f in stored if isinstance(f, Latest)]
+    loopml = "loopml OfflineExecutor.join, 13 stored features"
+    pandas_ = "pandas merge_asof + groupby-rolling"
+    sql_ = "hand-written DuckDB SQL (window functions + ASOF joins)"
+    methods = {
+        loopml: lambda: OfflineExecutor(log, stored).join(spine),
+        "loopml OfflineExecutor.join, all 19 features": lambda: OfflineExecutor(log, p.features).join(spine),
+        "  of which: loopml, the 6 aggregates only": lambda: OfflineExecutor(log, aggs).join(spine),
+        "  of which: loopml, the 7 latest values only": lambda: OfflineExecutor(log, latest).join(spine),
+        pandas_: lambda: pandas_pit(log, spine),
+        sql_: lambda: sql_pit(log, spine, sql),
+    }
     print("\ntiming (seconds):")
-    rows = []
-    t_l, ref, n_l = timed("loopml (13 stored)", lambda: OfflineExecutor(log, stored).join(spine), args.repeat, args.slow)
-    rows.append(("loopml OfflineExecutor.join, 13 stored features", t_l, n_l))
-    t_a, _, n_a = timed("loopml (all 19)", lambda: OfflineExecutor(log, p.features).join(spine), args.repeat, args.slow)
-    rows.append(("loopml OfflineExecutor.join, all 19 features", t_a, n_a))
-    t_p, pdf, n_p = timed("pandas", lambda: pandas_pit(log, spine), args.repeat, args.slow)
-    rows.append(("pandas merge_asof + groupby-rolling", t_p, n_p))
-    t_s, sdf, n_s = timed("duckdb hand SQL", lambda: sql_pit(log, spine, sql), args.repeat, args.slow)
-    rows.append(("hand-written DuckDB SQL (floor)", t_s, n_s))
+    best, n, results = time_all(methods, args.repeat, args.slow)
 
-    bad = compare(ref, pdf, names, spine, "pandas") + compare(ref, sdf, names, spine, "sql")
+    ref = results[loopml]
+    bad = (compare(ref, results[pandas_], names, spine, "pandas")
+           + compare(ref, results[sql_], names, spine, "sql"))
 
-    print(f"\n| method | seconds (best of n) | n | ratio to loopml (13 stored) |")
+    print("\n| method | seconds (best of n) | n | ratio to loopml (13 stored) |")
     print("|---|---:|---:|---:|")
-    for label, secs, n in rows:
-        print(f"| {label} | {secs:.2f} | {n} | {secs / t_l:.2f} |")
-    print(f"\npython {sys.version.split()[0]}, duckdb {duckdb.__version__}, pandas {pd.__version__}, numpy {np.__version__}")
+    for label in methods:
+        print(f"| {label} | {best[label]:.2f} | {n[label]} | {best[label] / best[loopml]:.2f} |")
+    print(f"\npython {sys.version.split()[0]}, duckdb {duckdb.__version__}, pandas {pd.__version__}, "
+          f"numpy {np.__version__}")
     if bad:
         print(f"\nVALUES DISAGREE ({bad} mismatching cells): the timings above compare different answers")
         return 1

@@ -5,6 +5,7 @@ Each leaf also inherits the builtin that matches its meaning, so ``except KeyErr
     LoopmlError
     ├── InvalidConfig (ValueError)          a project, feature or setting is wrong
     │   └── FeatureNotFound (KeyError)      an unknown feature name was asked for
+    ├── EntityNotFound (KeyError)           no such entity (e.g. flight id) in the event log
     ├── SchemaError (ValueError)            a source or request lacks a column or has a bad type
     │   └── BadTimestamp                    a time value could not be parsed
     ├── EventLogError                       the event log cannot do what was asked
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 __all__ = [
     "ArtifactCorrupted",
     "BadTimestamp",
+    "EntityNotFound",
     "EventLogError",
     "FeatureNotFound",
     "InvalidConfig",
@@ -46,6 +48,13 @@ class FeatureNotFound(InvalidConfig, KeyError):
     """An unknown feature name was asked for."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it read as text
+        return str(self.args[0]) if self.args else ""
+
+
+class EntityNotFound(LoopmlError, KeyError):
+    """No such entity (a flight id, say) in the event log."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from loopml.errors import FeatureNotFound
+from loopml.errors import EntityNotFound
 from loopml.events.log import EventLog
 from loopml.events.replay import Replayer
 from loopml.features.offline import records
@@ -23,7 +23,7 @@ def spine_request(project: Project, log: EventLog, entity_id: str) -> dict[str, 
     sql = f'SELECT * FROM {log.relation_sql(sp.source)} WHERE "{sp.id}" = ?'
     frame = duckdb.connect().execute(sql, [entity_id]).df()
     if frame.empty:
-        raise FeatureNotFound(f"{sp.id} {entity_id!r} is not in source {sp.source!r}; "
+        raise EntityNotFound(f"{sp.id} {entity_id!r} is not in source {sp.source!r}; "
                               f"expected an id like {_example(log, project)!r}")
     for c in frame.columns:
         if str(frame[c].dtype).startswith("datetime64"):

@@ -1,0 +1,116 @@
+"""The CLI contract, run as a user runs it (subprocesses against one state folder)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLIGHTS = str(ROOT / "examples" / "flights")
+pytestmark = pytest.mark.xdist_group("cli")
+
+
+def loopml(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "loopml.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"loopml {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    state = tmp_path_factory.mktemp("demo")
+    proc = loopml("demo", "--dir", str(state), "--until", "2013-04-08", "--json")
+    return state, json.loads(proc.stdout)
+
+
+def test_demo_json_contract_and_model_beats_baseline(demo):
+    state, doc = demo
+    months = doc["months"]
+    assert [m["month"] for m in months] == ["2013-03", "2013-04"]
+    march = months[0]
+    assert set(march) >= {"month", "model_version", "log_loss", "auc", "baseline_log_loss", "labelled"}
+    assert march["labelled"] > 28_000  # every March flight was served and its label joined
+    assert march["log_loss"] < march["baseline_log_loss"]
+    assert march["auc"] > 0.7
+    assert Path(doc["report"]).exists()
+    html = Path(doc["report"]).read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    kinds = [d["kind"] for d in doc["decisions"]]
+    assert kinds[:2] == ["registered", "promoted"]
+    assert "trigger" in kinds and ("rejected" in kinds or kinds.count("promoted") == 2)
+
+
+def test_train_beats_both_baselines_on_the_next_month(demo):
+    state, _ = demo
+    doc = json.loads(loopml("train", "--project", FLIGHTS, "--state", str(state), "--from", "2013-01-01",
+                            "--to", "2013-03-01", "--json").stdout)
+    model, prior, carrier = doc["model"], doc["baselines"]["prior"], doc["baselines"]["carrier_rate"]
+    assert doc["window"][0].startswith("2013-03-01") and doc["window"][1].startswith("2013-04-01")
+    for metric in ("log_loss", "brier"):
+        assert model[metric] < carrier[metric] < prior[metric] + 1e-3
+    assert model["auc"] > carrier["auc"] > 0.5
+    assert doc["beats_baselines"] is True
+
+
+def test_dataset_build_has_contract_columns(demo, tmp_path):
+    state, _ = demo
+    out = tmp_path / "june.parquet"
+    loopml("dataset", "build", "--project", FLIGHTS, "--state", str(state), "--from", "2013-06-01",
+           "--to", "2013-07-01", "--out", str(out))
+    frame = pd.read_parquet(out)
+    for c in ["year", "month", "day", "carrier", "flight", "origin", "dest", "tailnum", "prediction_time", "delayed",
+              "origin_dep_delay_mean_1h", "origin_dep_delay_mean_3h", "origin_departures_3h",
+              "carrier_arr_delay_mean_24h", "carrier_delayed_frac_7d", "route_delayed_frac_7d", "plane_prev_arr_delay",
+              "origin_temp", "origin_wind_speed", "origin_visib", "origin_precip", "plane_age_years", "plane_seats",
+              "sched_dep_hour_local", "day_of_week", "distance"]:
+        assert c in frame.columns, c
+    assert str(frame["prediction_time"].dt.tz) == "UTC"
+    assert 28_000 < len(frame) < 30_000
+    sched = frame["prediction_time"] + pd.Timedelta(hours=2)
+    assert sched.min() >= pd.Timestamp("2013-06-01", tz="UTC") and sched.max() < pd.Timestamp("2013-07-01", tz="UTC")
+
+
+def test_features_get_matches_dataset_row(demo, tmp_path):
+    state, _ = demo
+    doc = json.loads(loopml("features", "get", "--project", FLIGHTS, "--state", str(state), "--flight",
+                            "2013-06-15:UA:1141:EWR", "--at", "2013-06-15T07:45:00Z", "--json").stdout)
+    out = tmp_path / "d.parquet"
+    loopml("dataset", "build", "--project", FLIGHTS, "--state", str(state), "--from", "2013-06-15T09:00:00Z",
+           "--to", "2013-06-15T10:00:00Z", "--out", str(out))
+    row = pd.read_parquet(out).set_index("flight_id").loc["2013-06-15:UA:1141:EWR"]
+    assert row["prediction_time"] == pd.Timestamp("2013-06-15T07:45:00Z")  # 05:45 EDT departure - 2 h
+    assert doc["features"]["carrier"] == "UA" and doc["features"]["origin_temp"] is not None
+    for name, value in doc["features"].items():
+        if value is None:
+            assert pd.isna(row[name]), name
+        elif isinstance(value, str):
+            assert value == row[name]
+        else:
+            assert value == pytest.approx(row[name], abs=1e-9), name
+
+
+def test_performance_reports_labelled_predictions(demo):
+    state, _ = demo
+    doc = json.loads(loopml("performance", "--project", FLIGHTS, "--state", str(state), "--json").stdout)
+    assert doc["overall"]["labelled"] > 28_000
+    assert 0.3 < doc["overall"]["log_loss"] < 0.6
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["features", "get", "--flight", "2013-06-15:UA:1141:EWR", "--at", "June 15th"], ["BadTimestamp", "--at"]),
+    (["features", "get", "--flight", "2013-06-15:XX:1:EWR", "--at", "2013-06-15"], ["EntityNotFound", "flight_id"]),
+    (["models", "promote", "99"], ["ModelNotFound", "99"]),
+])
+def test_bad_input_exits_1_with_error_type_and_message(demo, args, words):
+    state, _ = demo
+    proc = loopml(args[0], *args[1:], "--project", FLIGHTS, "--state", str(state), check=False)
+    assert proc.returncode == 1
+    for w in words:
+        assert w in proc.stderr
