@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from loopml.errors import InvalidConfig
+from loopml.errors import InvalidConfig, SchemaError
 from loopml.features.definitions import Feature, Label, RequestFeature, Spine, definition_hash
 
 __all__ = ["Project", "load_project"]
@@ -80,6 +80,34 @@ class Project:
     @property
     def feature_hash(self) -> str:
         return definition_hash(self.features)
+
+    def required_columns(self) -> dict[str, set[str]]:
+        """Per source, the columns that the spine, label and features read (besides the two times)."""
+        need: dict[str, set[str]] = {}
+        sp, lb = self.spine, self.label
+        need.setdefault(sp.source, set()).update({sp.id, sp.time_column, *sp.request_fields, *sp.carry})
+        need.setdefault(lb.source, set()).update({lb.id, lb.column})
+        for f in self.features:
+            if isinstance(f, RequestFeature):
+                continue
+            cols = need.setdefault(f.source, set())
+            cols.update(f.keys)
+            column = getattr(f, "column", None)
+            if column is not None:
+                cols.add(column)
+        return need
+
+    def validate_sources(self, frames: Mapping[str, pd.DataFrame]) -> None:
+        """Check every declared source is present with every column the project reads, before anything is stored."""
+        for source, cols in sorted(self.required_columns().items()):
+            if source not in frames:
+                raise SchemaError(f"Project {self.name!r} reads source {source!r}, which load_events() did not return; "
+                                  f"it returned {sorted(frames)}")
+            frame = frames[source]
+            for c in sorted(cols | {"event_time", "available_time"}):
+                if c not in frame.columns:
+                    raise SchemaError(f"Source {source!r} is missing column {c!r} that the project reads; "
+                                      f"it has {sorted(map(str, frame.columns))}")
 
     def feature_sources(self) -> list[str]:
         return sorted({f.source for f in self.features if not isinstance(f, RequestFeature)})

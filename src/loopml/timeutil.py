@@ -89,7 +89,7 @@ def utc_series(values: pd.Series, *, field: str) -> pd.Series:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
     if pd.api.types.is_numeric_dtype(values.dtype):
-        example = values.dropna().iloc[0] if values.notna().any() else None
+        example = values.dropna().iloc[0].item() if values.notna().any() else None
         raise BadTimestamp(f"Column {field!r} must be a timestamp; got {values.dtype} (e.g. {example!r})")
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601").astype("datetime64[us, UTC]")

@@ -62,6 +62,7 @@ class Workspace:
         if self.ingested(project):
             return False
         frames = project.load_events()
+        project.validate_sources(frames)
         log = self.log
         for name, frame in frames.items():
             if name in log.sources():
