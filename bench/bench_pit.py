@@ -37,6 +37,7 @@ Run:  .venv/bin/python bench/bench_pit.py   (state goes to bench/.out/, gitignor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -307,12 +308,17 @@ def compare(ref: pd.DataFrame, other: pd.DataFrame, names: list[str], spine: pd.
     return total
 
 
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())  # 1/5/15-minute run-queue averages
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--slow", type=float, default=60.0, help="time a method once if its warm-up exceeds this")
     args = ap.parse_args()
 
+    load0 = _load()
     p = load_project(ROOT / "examples" / "flights")
     ws = Workspace.for_project(p, STATE)
     t0 = time.perf_counter()
@@ -354,7 +360,7 @@ def main() -> int:
     for label in methods:
         print(f"| {label} | {best[label]:.2f} | {n[label]} | {best[label] / best[loopml]:.2f} |")
     print(f"\npython {sys.version.split()[0]}, duckdb {duckdb.__version__}, pandas {pd.__version__}, "
-          f"numpy {np.__version__}")
+          f"numpy {np.__version__}; load average at start {load0}, at end {_load()}")
     if bad:
         print(f"\nVALUES DISAGREE ({bad} mismatching cells): the timings above compare different answers")
         return 1
