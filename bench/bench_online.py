@@ -32,6 +32,7 @@ import math
 import os
 import random
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,19 @@ def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())  # 1/5/15-minute run-queue averages
 
 
+def _code_version() -> str:
+    """The git commit measured, and whether src/ differed from it (the venv installs src/ editable)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"{head}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (src clean)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--month", default="2013-06", help="YYYY-MM of the sampled flights")
@@ -179,6 +193,7 @@ def main() -> int:
     print(f"\nn = {len(latencies):,} calls each; gc {'on' if gc.isenabled() else 'off'}; "
           f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}; "
           f"load average at start {load0}, at end {_load()}")
+    print(f"loopml code: {_code_version()}")
     if bad:
         print(f"\nONLINE VALUES DISAGREE WITH OFFLINE ({bad} cells)")
     if bad_trim:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -312,6 +313,19 @@ def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())  # 1/5/15-minute run-queue averages
 
 
+def _code_version() -> str:
+    """The git commit measured, and whether src/ differed from it (the venv installs src/ editable)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"{head}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (src clean)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
@@ -361,6 +375,7 @@ def main() -> int:
         print(f"| {label} | {best[label]:.2f} | {n[label]} | {best[label] / best[loopml]:.2f} |")
     print(f"\npython {sys.version.split()[0]}, duckdb {duckdb.__version__}, pandas {pd.__version__}, "
           f"numpy {np.__version__}; load average at start {load0}, at end {_load()}")
+    print(f"loopml code: {_code_version()}")
     if bad:
         print(f"\nVALUES DISAGREE ({bad} mismatching cells): the timings above compare different answers")
         return 1

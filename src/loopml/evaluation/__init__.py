@@ -6,6 +6,48 @@ group's historical rate (e.g. per carrier), shrunk towards the prior when the gr
 """
 
 from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
+from loopml.evaluation.bootstrap import metric_with_ci, metrics_with_ci
+from loopml.evaluation.calibration import (
+    IdentityCalibrator,
+    IsotonicCalibrator,
+    PlattCalibrator,
+    ReliabilityCurve,
+    TemperatureScaling,
+    calibrator_from_dict,
+    choose_calibrator,
+    expected_calibration_error,
+    reliability_curve,
+)
+from loopml.evaluation.conformal import (
+    SplitConformalClassifier,
+    SplitConformalRegressor,
+    conformal_quantile,
+    coverage_report,
+)
 from loopml.evaluation.metrics import binary_metrics, compare
+from loopml.evaluation.slices import compare_slices, slice_metrics, worst_slices
 
-__all__ = ["GroupRateBaseline", "PriorBaseline", "binary_metrics", "compare"]
+__all__ = [
+    "GroupRateBaseline",
+    "IdentityCalibrator",
+    "IsotonicCalibrator",
+    "PlattCalibrator",
+    "PriorBaseline",
+    "ReliabilityCurve",
+    "SplitConformalClassifier",
+    "SplitConformalRegressor",
+    "TemperatureScaling",
+    "binary_metrics",
+    "calibrator_from_dict",
+    "choose_calibrator",
+    "compare",
+    "compare_slices",
+    "conformal_quantile",
+    "coverage_report",
+    "expected_calibration_error",
+    "metric_with_ci",
+    "metrics_with_ci",
+    "reliability_curve",
+    "slice_metrics",
+    "worst_slices",
+]

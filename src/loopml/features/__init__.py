@@ -19,7 +19,7 @@ from loopml.features.definitions import (
 )
 from loopml.features.offline import OfflineExecutor
 from loopml.features.online import OnlineExecutor
-from loopml.features.store import OnlineStore, SQLiteOnlineStore
+from loopml.features.store import OnlineStore, RedisOnlineStore, SQLiteOnlineStore, open_store
 
 __all__ = [
     "AGGREGATIONS",
@@ -30,8 +30,10 @@ __all__ = [
     "OfflineExecutor",
     "OnlineExecutor",
     "OnlineStore",
+    "RedisOnlineStore",
     "RequestFeature",
     "SQLiteOnlineStore",
     "Spine",
     "definition_hash",
+    "open_store",
 ]

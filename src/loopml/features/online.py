@@ -235,27 +235,30 @@ class OnlineExecutor:
         """Feature values for one request at time ``t`` (UTC), as the offline executor would compute them."""
         t_us = to_us(t)
         plan = self._plan if features is None else [self._plan_of[self._feature(n).name] for n in features]
-        out: dict[str, Any] = {}
-        cache: dict[str, GroupState | None] = {}
+        states: dict[str, GroupState | None] = {}
+        wanted: dict[str, Key] = {}
         for f, gid, keys in plan:
-            if gid is None:
-                out[f.name] = f.fn(request)
-                continue
-            if gid not in cache:
-                key = tuple(request.get(k) for k in keys)
-                cache[gid] = None if None in key else self._lookup(gid, key)
-            out[f.name] = _value(f, cache[gid], t_us)
+            if gid is not None and gid not in wanted:
+                wanted[gid] = tuple(request.get(k) for k in keys)
+        fetch = []
+        for gid, key in wanted.items():
+            if None in key:
+                states[gid] = None
+            elif (st := self._state[gid].get(key)) is not None:
+                states[gid] = st
+            else:
+                fetch.append((gid, key))
+        if fetch and self.store is not None:
+            blobs = self.store.get_many([(gid, encode_key(key)) for gid, key in fetch])
+            for (gid, _), blob in zip(fetch, blobs, strict=True):
+                states[gid] = None if blob is None else GroupState.from_bytes(blob)
+        out: dict[str, Any] = {}
+        for f, gid, _ in plan:
+            out[f.name] = f.fn(request) if gid is None else _value(f, states.get(gid), t_us)
         return out
 
     def get_many(self, requests: Iterable[Mapping[str, Any]], t: datetime) -> list[dict[str, Any]]:
         return [self.get(r, t) for r in requests]
-
-    def _lookup(self, gid: str, key: Key) -> GroupState | None:
-        st = self._state[gid].get(key)
-        if st is None and self.store is not None:
-            blob = self.store.get(gid, encode_key(key))
-            st = None if blob is None else GroupState.from_bytes(blob)
-        return st
 
     def _feature(self, name: str) -> Feature:
         try:

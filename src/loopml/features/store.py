@@ -1,7 +1,9 @@
 """Online stores: durable homes for the online executor's per-entity state.
 
-Interface (duck-typed, see :class:`OnlineStore`): ``get(group, key)``, ``put_many(group, items)``,
-``get_watermark()`` / ``set_watermark(us)``. The embedded default is SQLite in WAL mode.
+Interface (see :class:`OnlineStore`): ``get(group, key)``, ``get_many(pairs)``,
+``put_many(group, items)``, ``get_watermark()`` / ``set_watermark(us)``. The embedded default is
+SQLite in WAL mode; :class:`RedisOnlineStore` is the production backend. Both pass one shared test
+suite (tests/features/test_online_stores.py).
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["OnlineStore", "SQLiteOnlineStore"]
+__all__ = ["OnlineStore", "RedisOnlineStore", "SQLiteOnlineStore", "open_store"]
 
 
 class OnlineStore(Protocol):
     def get(self, group: str, key: str) -> bytes | None: ...
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]: ...
     def put_many(self, group: str, items: Iterable[tuple[str, bytes]]) -> None: ...
     def get_watermark(self) -> int | None: ...
     def set_watermark(self, us: int) -> None: ...
@@ -52,6 +56,20 @@ class SQLiteOnlineStore:
         row = self._con().execute("SELECT blob FROM state WHERE grp = ? AND key = ?", (group, key)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """Blobs for many (group, key) pairs in one query, in the order asked (None where absent)."""
+        if not pairs:
+            return []
+        found: dict[tuple[str, str], bytes] = {}
+        con = self._con()
+        for lo in range(0, len(pairs), 400):  # SQLite's bound-parameter limit
+            chunk = pairs[lo:lo + 400]
+            where = " OR ".join("(grp = ? AND key = ?)" for _ in chunk)
+            params = [v for pair in chunk for v in pair]
+            for g, k, b in con.execute(f"SELECT grp, key, blob FROM state WHERE {where}", params):
+                found[(g, k)] = bytes(b)
+        return [found.get(p) for p in pairs]
+
     def put_many(self, group: str, items: Iterable[tuple[str, bytes]]) -> None:
         con = self._con()
         with con:
@@ -75,3 +93,66 @@ class SQLiteOnlineStore:
         with con:
             con.execute("DELETE FROM state")
             con.execute("DELETE FROM meta")
+
+
+class RedisOnlineStore:
+    """Per-entity state in Redis: one hash per entity key, one field per feature group.
+
+    Reads of several groups are pipelined into one round trip. Keys are prefixed by ``namespace``
+    so several projects (or test runs) share a server without colliding.
+
+    Parameters
+    ----------
+    url
+        ``redis://host:port/db``.
+    namespace
+        Key prefix.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, namespace: str = "loopml") -> None:
+        import redis  # optional dependency: `pip install loopml[redis]`
+
+        self.url = url
+        self.namespace = namespace
+        self._redis: Any = redis.Redis.from_url(url)
+
+    def _hash(self, key: str) -> str:
+        return f"{self.namespace}:e:{key}"
+
+    def get(self, group: str, key: str) -> bytes | None:
+        value = self._redis.hget(self._hash(key), group)
+        return None if value is None else bytes(value)
+
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for group, key in pairs:
+            pipe.hget(self._hash(key), group)
+        return [None if v is None else bytes(v) for v in pipe.execute()]
+
+    def put_many(self, group: str, items: Iterable[tuple[str, bytes]]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for key, blob in items:
+            pipe.hset(self._hash(key), group, blob)
+        pipe.execute()
+
+    def get_watermark(self) -> int | None:
+        value = self._redis.get(f"{self.namespace}:watermark_us")
+        return None if value is None else int(value)
+
+    def set_watermark(self, us: int) -> None:
+        self._redis.set(f"{self.namespace}:watermark_us", str(int(us)))
+
+    def count(self) -> int:
+        return sum(int(self._redis.hlen(k)) for k in self._redis.scan_iter(f"{self.namespace}:e:*"))
+
+    def clear(self) -> None:
+        keys = list(self._redis.scan_iter(f"{self.namespace}:*"))
+        for lo in range(0, len(keys), 500):
+            self._redis.delete(*keys[lo:lo + 500])
+
+
+def open_store(url: str) -> SQLiteOnlineStore | RedisOnlineStore:
+    """An online store from a URL: ``redis://...`` or ``sqlite:///path`` (or a plain path)."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisOnlineStore(url)
+    return SQLiteOnlineStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)

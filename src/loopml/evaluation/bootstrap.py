@@ -1,0 +1,229 @@
+"""Percentile-bootstrap confidence intervals for binary classification metrics.
+
+Every metric here is a function of the multiset of rows, so a resample is just a vector of counts
+(how often each row was drawn). The rows are sorted by score once; then for a block of resamples the
+counts form a matrix ``W`` of shape (resamples, rows) and each metric is a few vectorised operations on
+it: a matrix-vector product for the per-row means (log loss, Brier, accuracy), cumulative sums over
+tied-score groups for ROC AUC (the rank formula) and average precision, and sums over the score bins
+for ECE. A thousand resamples of 30,000 rows take about a second.
+
+All metrics asked for in one call share the same resamples, so their intervals are paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from loopml.errors import InvalidConfig
+from loopml.evaluation.calibration import _bin_ids, _binary_inputs, _check_choice, _row_log_loss
+
+__all__ = ["METRICS", "metric_with_ci", "metrics_with_ci"]
+
+METRICS: tuple[str, ...] = ("log_loss", "roc_auc", "pr_auc", "brier", "accuracy", "ece")
+"""Metric names :func:`metric_with_ci` understands."""
+
+_BLOCK_CELLS = 2**21  # entries of W per block: about 16 MB of float64 whatever the row count
+
+_Stat = Callable[[np.ndarray], np.ndarray]  # count matrix (b, n) -> metric per resample (b,)
+
+
+def metric_with_ci(
+    y: Any,
+    p: Any,
+    metric: str,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | None = 0,
+    threshold: float = 0.5,
+    n_bins: int = 10,
+    strategy: str = "uniform",
+) -> dict[str, Any]:
+    """One metric on the full sample with a percentile-bootstrap confidence interval.
+
+    Parameters
+    ----------
+    y
+        Binary labels (0/1).
+    p
+        Predicted probabilities of the positive class.
+    metric
+        One of :data:`METRICS`: ``"log_loss"`` (scores clipped to [1e-7, 1 - 1e-7], as
+        ``binary_metrics`` does), ``"roc_auc"``, ``"pr_auc"`` (average precision, scikit-learn's
+        definition), ``"brier"``, ``"accuracy"`` (a row is called positive when ``p >= threshold``) or
+        ``"ece"`` (see ``expected_calibration_error``).
+    n_boot
+        Number of resamples of the rows (with replacement, same size as the sample).
+    level
+        Coverage of the interval: the bounds are the ``(1 - level) / 2`` and ``(1 + level) / 2``
+        quantiles of the resampled values (linear interpolation).
+    seed
+        Seed of the resampling; the same seed, data and metric give the same interval.
+    threshold
+        Decision threshold for ``"accuracy"``.
+    n_bins, strategy
+        Binning for ``"ece"``. With ``strategy="quantile"`` the bin edges are those of the full sample and
+        stay fixed across resamples.
+
+    Returns
+    -------
+    dict
+        ``{"value": float, "ci": [lo, hi]}``. ``value`` is the metric on the full sample. Resamples on
+        which the metric is undefined (ROC AUC with one class) are left out of the quantiles; if the
+        metric is undefined on the full sample the value and bounds are NaN.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(size=2000)
+    >>> y = rng.uniform(size=2000) < p
+    >>> r = metric_with_ci(y, p, "brier", n_boot=200)
+    >>> r["ci"][0] < r["value"] < r["ci"][1]
+    True
+    """
+    return metrics_with_ci(
+        y, p, metrics=(metric,), n_boot=n_boot, level=level, seed=seed,
+        threshold=threshold, n_bins=n_bins, strategy=strategy,
+    )[metric]
+
+
+def metrics_with_ci(
+    y: Any,
+    p: Any,
+    *,
+    metrics: Sequence[str] = METRICS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | None = 0,
+    threshold: float = 0.5,
+    n_bins: int = 10,
+    strategy: str = "uniform",
+) -> dict[str, dict[str, Any]]:
+    """Several metrics with percentile-bootstrap intervals from the same resamples.
+
+    Parameters are those of :func:`metric_with_ci`; ``metrics`` lists the names wanted.
+
+    Returns
+    -------
+    dict
+        ``{name: {"value": float, "ci": [lo, hi]}}`` in the order of ``metrics``. Each entry equals what
+        ``metric_with_ci`` returns for that name with the same seed.
+    """
+    y, p = _binary_inputs(y, p)
+    if isinstance(metrics, str):
+        raise InvalidConfig(f"metrics must be a sequence of names; got the string {metrics!r}. Use ({metrics!r},).")
+    if len(metrics) == 0:
+        raise InvalidConfig(f"metrics is empty; give at least one of {list(METRICS)}.")
+    for name in metrics:
+        _check_choice("metric", name, METRICS)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise InvalidConfig(f"n_boot must be a positive integer; got {n_boot!r}.")
+    if not 0 < level < 1:
+        raise InvalidConfig(f"level must lie strictly between 0 and 1 (e.g. 0.95); got {level!r}.")
+    if not 0 <= threshold <= 1:
+        raise InvalidConfig(f"threshold must lie in [0, 1]; got {threshold!r}.")
+
+    order = np.argsort(p, kind="stable")  # every metric ignores row order, so sort once by score
+    y, p = y[order], p[order]
+    stats = {name: _statistic(name, y, p, threshold=threshold, n_bins=n_bins, strategy=strategy)
+             for name in dict.fromkeys(metrics)}
+
+    n = len(y)
+    full = np.ones((1, n))
+    values = {name: float(stat(full)[0]) for name, stat in stats.items()}
+    boots: dict[str, list[np.ndarray]] = {name: [] for name in stats}
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_CELLS // n)
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        w = _resample_counts(rng, b, n)
+        for name, stat in stats.items():
+            boots[name].append(stat(w))
+
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    out: dict[str, dict[str, Any]] = {}
+    for name in metrics:
+        draws = np.concatenate(boots[name])
+        draws = draws[np.isfinite(draws)]
+        if np.isnan(values[name]) or len(draws) == 0:
+            ci = [float("nan"), float("nan")]
+        else:
+            ci = [float(v) for v in np.quantile(draws, [lo_q, hi_q])]
+        out[name] = {"value": values[name], "ci": ci}
+    return out
+
+
+def _resample_counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    """Counts of each row in ``b`` resamples of size ``n`` drawn with replacement: shape (b, n)."""
+    idx = rng.integers(0, n, size=(b, n))
+    idx += (np.arange(b) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(float)
+
+
+def _statistic(name: str, y: np.ndarray, p: np.ndarray, *, threshold: float, n_bins: int, strategy: str) -> _Stat:
+    """The metric as a function of a count matrix; ``y`` and ``p`` are sorted by ``p``."""
+    n = len(y)
+    if name == "log_loss":
+        return _weighted_mean(_row_log_loss(y, p), n)
+    if name == "brier":
+        return _weighted_mean((p - y) ** 2, n)
+    if name == "accuracy":
+        return _weighted_mean(((p >= threshold) == (y == 1)).astype(float), n)
+    if name == "ece":
+        ids = _bin_ids(p, n_bins, strategy)
+        return _ece(y, p, _starts(ids), n)
+    ties = _starts(p)
+    return _roc_auc(y, ties) if name == "roc_auc" else _average_precision(y, ties)
+
+
+def _weighted_mean(values: np.ndarray, n: int) -> _Stat:
+    return lambda w: w @ values / n
+
+
+def _starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in a sorted array."""
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
+def _class_counts(w: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted positives and negatives per group of rows (groups are contiguous runs)."""
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    return pos, np.add.reduceat(w, starts, axis=1) - pos
+
+
+def _roc_auc(y: np.ndarray, ties: np.ndarray) -> _Stat:
+    def stat(w: np.ndarray) -> np.ndarray:
+        pos, neg = _class_counts(w, y, ties)  # groups of tied scores, ascending
+        below = np.cumsum(neg, axis=1) - neg
+        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+        # Mann-Whitney: each positive beats the negatives below it and ties half of those level with it
+        wins = np.sum(pos * (below + 0.5 * neg), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n_pos * n_neg > 0, wins / (n_pos * n_neg), np.nan)
+
+    return stat
+
+
+def _average_precision(y: np.ndarray, ties: np.ndarray) -> _Stat:
+    def stat(w: np.ndarray) -> np.ndarray:
+        pos, neg = _class_counts(w, y, ties)
+        pos, neg = pos[:, ::-1], neg[:, ::-1]  # thresholds from the highest score down
+        tp, called = np.cumsum(pos, axis=1), np.cumsum(pos + neg, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(called > 0, tp / called, 0.0)
+            n_pos = pos.sum(axis=1)
+            return np.where(n_pos > 0, np.sum(pos * precision, axis=1) / n_pos, np.nan)
+
+    return stat
+
+
+def _ece(y: np.ndarray, p: np.ndarray, bins: np.ndarray, n: int) -> _Stat:
+    def stat(w: np.ndarray) -> np.ndarray:
+        # sum_b (n_b / n) |mean p_b - mean y_b| == sum_b |sum p_b - sum y_b| / n
+        gap = np.add.reduceat(w * p, bins, axis=1) - np.add.reduceat(w * y, bins, axis=1)
+        return np.abs(gap).sum(axis=1) / n
+
+    return stat
