@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -241,13 +242,16 @@ def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", 
     """Serve the champion over HTTP (POST /predict) with online features from the online store."""
     import uvicorn
 
-    from loopml.serving.factory import build_predictor
+    from loopml.serving.factory import build_predictor, model_loader
     from loopml.serving.http import create_app
 
     proj, ws = _open(project, state)
     predictor = build_predictor(proj, ws, model_version)
-    err.print(f"serving {proj.name} v{predictor.version} on http://{host}:{port}")
-    uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
+    token = os.environ.get("LOOPML_ADMIN_TOKEN") or None  # configuration is read here, never in the core
+    err.print(f"serving {proj.name} v{predictor.version} on http://{host}:{port}"
+              + ("" if token else " (admin endpoints disabled: set LOOPML_ADMIN_TOKEN)"))
+    app_ = create_app(predictor, load_model=model_loader(proj, ws), admin_token=token)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -74,3 +74,92 @@ def test_unknown_carrier_and_missing_tailnum_still_score(client):
     r = c.post("/predict", json={**GOOD, "carrier": "ZZ", "tailnum": None})
     assert r.status_code == 200
     assert r.json()["features"]["plane_prev_arr_delay"] is None
+
+
+V2_INPUTS = [{"name": k, "datatype": "BYTES", "shape": [2], "data": [str(v), str(v)]}
+             for k, v in GOOD.items() if k != "flight_id"]
+
+
+def test_v2_metadata_declares_bytes_inputs_and_fp64_score(client, flights_project):
+    c, predictor = client
+    assert c.get("/v2/health/live").json() == {"live": True}
+    assert c.get("/v2/health/ready").json() == {"ready": True}
+    meta = c.get("/v2/models/flights").json()
+    assert meta["name"] == "flights" and meta["versions"] == [str(predictor.version)]
+    assert [i["name"] for i in meta["inputs"]] == list(flights_project.spine.request_fields)
+    assert all(i["datatype"] == "BYTES" and i["shape"] == [-1] for i in meta["inputs"])
+    assert meta["outputs"] == [{"name": "score", "datatype": "FP64", "shape": [-1]}]
+    assert c.get("/v2/models/flights/ready").json()["ready"] is True
+    assert c.get("/v2/models/nope").status_code == 404
+
+
+def test_v2_infer_returns_one_score_per_row_equal_to_predict(client):
+    c, predictor = client
+    r = c.post("/v2/models/flights/infer", json={"id": "abc", "inputs": V2_INPUTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == "abc" and body["model_name"] == "flights"
+    out = body["outputs"][0]
+    assert out["name"] == "score" and out["datatype"] == "FP64" and out["shape"] == [2]
+    plain = c.post("/predict", json=GOOD).json()["score"]
+    assert out["data"] == pytest.approx([plain, plain], abs=1e-12)
+    r = c.post(f"/v2/models/flights/versions/{predictor.version}/infer", json={"inputs": V2_INPUTS})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(("mutate", "words"), [
+    (lambda ins: [{**ins[0], "datatype": "FP32"}, *ins[1:]], ["BYTES"]),
+    (lambda ins: [{**ins[0], "shape": [3]}, *ins[1:]], ["shape"]),
+    (lambda ins: ins[1:], ["missing", "carrier"]),
+    (lambda ins: [*ins, {"name": "bogus", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}], ["bogus"]),
+    (lambda ins: [{**i, "data": ["x", "y"]} if i["name"] == "flight" else i for i in ins], ["flight", "integers"]),
+])
+def test_v2_bad_tensors_get_error_shape_and_4xx(client, mutate, words):
+    c, _ = client
+    r = c.post("/v2/models/flights/infer", json={"inputs": mutate(V2_INPUTS)})
+    assert 400 <= r.status_code < 500
+    assert set(r.json()) >= {"error"}
+    for w in words:
+        assert w in r.json()["error"]
+
+
+def test_metrics_endpoint_counts_requests_and_errors(client):
+    c, predictor = client
+    c.post("/predict", json=GOOD)
+    c.post("/predict", json={})
+    text = c.get("/metrics").text
+    assert 'loopml_requests_total{endpoint="/predict"' in text
+    assert 'status="422"' in text and 'loopml_errors_total{type="SchemaError"}' in text
+    assert "loopml_request_latency_seconds_bucket" in text and "loopml_feature_lookup_seconds" in text
+    assert f"loopml_model_version {float(predictor.version)}" in text
+
+
+def test_oversized_body_is_413(client):
+    c, _ = client
+    r = c.post("/predict", content=b"{" + b" " * 2_000_000 + b"}", headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]
+
+
+def test_admin_load_needs_token_and_swaps_verified_version(flights_project, served_ws):
+    from loopml.registry import ArtifactStore, Registry
+    from loopml.serving.factory import model_loader
+
+    reg = Registry(served_ws.registry_url, ArtifactStore(served_ws.artifacts))
+    mv = reg.get("flights", "champion")
+    blob = reg.artifacts.get(mv.artifact_sha256)
+    v2 = reg.register("flights", blob, feature_hash=mv.feature_hash, metrics={})
+    predictor = build_predictor(flights_project, served_ws)
+    app = create_app(predictor, load_model=model_loader(flights_project, served_ws), admin_token="s3cret")
+    with TestClient(app) as c:
+        url = "/admin/models/flights/load"
+        assert c.post(url, json={"version": v2.version}).status_code == 401
+        assert c.post(url, json={"version": v2.version}, headers={"authorization": "Bearer nope"}).status_code == 401
+        r = c.post(url, json={"version": 99}, headers={"authorization": "Bearer s3cret"})
+        assert r.status_code == 404 and predictor.version == mv.version
+        r = c.post(url, json={"version": v2.version}, headers={"authorization": "Bearer s3cret"})
+        assert r.status_code == 200 and r.json()["model_version"] == v2.version
+        assert c.post("/predict", json=GOOD).json()["model_version"] == v2.version
+    no_token = create_app(build_predictor(flights_project, served_ws), load_model=model_loader(flights_project, served_ws))
+    with TestClient(no_token) as c:
+        r = c.post("/admin/models/flights/load", json={}, headers={"authorization": "Bearer "})
+        assert r.status_code == 401 and "disabled" in r.json()["error"]

@@ -25,7 +25,7 @@ __all__ = ["METRICS", "metric_with_ci", "metrics_with_ci"]
 METRICS: tuple[str, ...] = ("log_loss", "roc_auc", "pr_auc", "brier", "accuracy", "ece")
 """Metric names :func:`metric_with_ci` understands."""
 
-_BLOCK_CELLS = 2**21  # entries of W per block: about 16 MB of float64 whatever the row count
+_BLOCK_CELLS = 2**18  # entries of W per block: 2 MB of float64, so the temporaries stay in cache
 
 _Stat = Callable[[np.ndarray], np.ndarray]  # count matrix (b, n) -> metric per resample (b,)
 
@@ -188,19 +188,25 @@ def _starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
 
 
-def _class_counts(w: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted positives and negatives per group of rows (groups are contiguous runs)."""
-    pos = np.add.reduceat(w * y, starts, axis=1)
-    return pos, np.add.reduceat(w, starts, axis=1) - pos
+def _group_counts(w: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and rows drawn per group of tied scores (groups are contiguous runs of the sorted rows)."""
+    pos = w * y
+    if len(starts) < w.shape[1]:  # without ties every row is its own group
+        return np.add.reduceat(pos, starts, axis=1), np.add.reduceat(w, starts, axis=1)
+    return pos, w
 
 
 def _roc_auc(y: np.ndarray, ties: np.ndarray) -> _Stat:
     def stat(w: np.ndarray) -> np.ndarray:
-        pos, neg = _class_counts(w, y, ties)  # groups of tied scores, ascending
-        below = np.cumsum(neg, axis=1) - neg
+        pos, drawn = _group_counts(w, y, ties)  # ascending scores
+        neg = drawn - pos
         n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-        # Mann-Whitney: each positive beats the negatives below it and ties half of those level with it
-        wins = np.sum(pos * (below + 0.5 * neg), axis=1)
+        # Mann-Whitney: a positive beats the negatives below it and ties with half of those level with it,
+        # i.e. (negatives up to and including its group) - (half of its group's negatives)
+        level = np.cumsum(neg, axis=1)
+        neg *= 0.5
+        level -= neg
+        wins = np.einsum("ij,ij->i", pos, level)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n_pos * n_neg > 0, wins / (n_pos * n_neg), np.nan)
 
@@ -209,13 +215,16 @@ def _roc_auc(y: np.ndarray, ties: np.ndarray) -> _Stat:
 
 def _average_precision(y: np.ndarray, ties: np.ndarray) -> _Stat:
     def stat(w: np.ndarray) -> np.ndarray:
-        pos, neg = _class_counts(w, y, ties)
-        pos, neg = pos[:, ::-1], neg[:, ::-1]  # thresholds from the highest score down
-        tp, called = np.cumsum(pos, axis=1), np.cumsum(pos + neg, axis=1)
+        pos, drawn = _group_counts(w, y, ties)
+        pos, drawn = pos[:, ::-1], drawn[:, ::-1]  # thresholds from the highest score down
+        precision = np.cumsum(pos, axis=1)
+        called = np.cumsum(drawn, axis=1)
+        np.maximum(called, 1.0, out=called)  # whole counts: where none are called, no positive is either
+        precision /= called
+        n_pos = pos.sum(axis=1)
+        # AP = sum over thresholds of (recall gained) * precision
         with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(called > 0, tp / called, 0.0)
-            n_pos = pos.sum(axis=1)
-            return np.where(n_pos > 0, np.sum(pos * precision, axis=1) / n_pos, np.nan)
+            return np.where(n_pos > 0, np.einsum("ij,ij->i", pos, precision) / n_pos, np.nan)
 
     return stat
 

@@ -56,10 +56,10 @@ def _binary_inputs(y: Any, p: Any, *, y_name: str = "y", p_name: str = "p") -> t
         raise SchemaError(f"{y_name} and {p_name} are empty; at least one row is needed.")
     bad = np.flatnonzero((y != 0) & (y != 1))
     if len(bad):
-        raise SchemaError(f"{y_name} must hold binary labels 0/1; got {y[bad[0]]!r} at row {bad[0]}.")
+        raise SchemaError(f"{y_name} must hold binary labels 0/1; got {y[bad[0]].item()!r} at row {bad[0]}.")
     bad = np.flatnonzero(~((p >= 0) & (p <= 1)))  # also catches NaN
     if len(bad):
-        raise SchemaError(f"{p_name} must be probabilities in [0, 1]; got {p[bad[0]]!r} at row {bad[0]}.")
+        raise SchemaError(f"{p_name} must be probabilities in [0, 1]; got {p[bad[0]].item()!r} at row {bad[0]}.")
     return y, p
 
 
@@ -318,11 +318,11 @@ def _multiclass_inputs(logits: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         raise SchemaError("logits are empty; at least one row is needed.")
     if not np.all(np.isfinite(z)):
         bad = np.argwhere(~np.isfinite(z))[0]
-        raise SchemaError(f"logits must be finite; got {z[tuple(bad)]!r} at row {bad[0]}, column {bad[1]}.")
+        raise SchemaError(f"logits must be finite; got {z[tuple(bad)].item()!r} at row {bad[0]}, column {bad[1]}.")
     y_int = y_arr.astype(int) if np.issubdtype(y_arr.dtype, np.number) else None
     bad = np.flatnonzero((y_int != y_arr) | (y_int < 0) | (y_int >= z.shape[1])) if y_int is not None else [0]
     if len(bad):
-        raise SchemaError(f"y must hold class indices 0..{z.shape[1] - 1}; got {y_arr[bad[0]]!r} at row {bad[0]}.")
+        raise SchemaError(f"y must hold class indices 0..{z.shape[1] - 1}; got {y_arr[bad[0]].item()!r} at row {bad[0]}.")
     return z, y_int
 
 

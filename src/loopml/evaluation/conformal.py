@@ -159,7 +159,7 @@ class SplitConformalClassifier(_SplitConformal):
         bad = np.flatnonzero((y_int != y) | (y_int < 0) | (y_int >= proba.shape[1])) if y_int is not None else [0]
         if len(bad):
             raise SchemaError(f"y_cal must hold class indices 0..{proba.shape[1] - 1}; "
-                              f"got {y[bad[0]]!r} at row {bad[0]}.")
+                              f"got {y[bad[0]].item()!r} at row {bad[0]}.")
         self.n_classes_ = proba.shape[1]
         scores = self._scores(proba, stream=0)[np.arange(len(proba)), y_int]
         self._fit_thresholds(scores, groups)
@@ -195,7 +195,7 @@ def _check_proba(proba: Any, name: str) -> np.ndarray:
     bad = np.argwhere(~((p >= 0) & (p <= 1)))
     if len(bad):
         i, k = bad[0]
-        raise SchemaError(f"{name} must be probabilities in [0, 1]; got {p[i, k]!r} at row {i}, class {k}.")
+        raise SchemaError(f"{name} must be probabilities in [0, 1]; got {p[i, k].item()!r} at row {i}, class {k}.")
     return p
 
 
@@ -236,7 +236,7 @@ class SplitConformalRegressor(_SplitConformal):
             raise SchemaError(f"y_cal must have shape ({len(pred)},) to match y_pred_cal; got shape {y.shape}.")
         if not np.all(np.isfinite(y)):
             i = int(np.flatnonzero(~np.isfinite(y))[0])
-            raise SchemaError(f"y_cal must be finite; got {y[i]!r} at row {i}.")
+            raise SchemaError(f"y_cal must be finite; got {y[i].item()!r} at row {i}.")
         if self.method == "absolute":
             scores = np.abs(y - pred)
         else:
@@ -261,7 +261,7 @@ class SplitConformalRegressor(_SplitConformal):
         if not ok or len(pred) == 0:
             raise SchemaError(f"{name} must have shape {want} for method={self.method!r}; got shape {pred.shape}.")
         if not np.all(np.isfinite(pred)):
-            raise SchemaError(f"{name} must be finite; got {pred[~np.isfinite(pred)][0]!r}.")
+            raise SchemaError(f"{name} must be finite; got {pred[~np.isfinite(pred)][0].item()!r}.")
         return pred
 
 
@@ -294,9 +294,11 @@ def coverage_report(sets_or_intervals: Any, y: Any, groups: Any = None) -> dict[
     if a.ndim != 2 or y.shape != (len(a),):
         raise SchemaError(f"sets_or_intervals must be (n, K) or (n, 2) and y (n,); got shapes {a.shape} and {y.shape}.")
     if a.dtype == bool:
-        y_int = y.astype(int)
-        if np.any((y_int != y) | (y_int < 0) | (y_int >= a.shape[1])):
-            raise SchemaError(f"y must hold class indices 0..{a.shape[1] - 1} for prediction sets; got {y[:5]!r}...")
+        y_int = y.astype(int) if np.issubdtype(y.dtype, np.number) else None
+        bad = np.flatnonzero((y_int != y) | (y_int < 0) | (y_int >= a.shape[1])) if y_int is not None else [0]
+        if len(bad):
+            raise SchemaError(f"y must hold class indices 0..{a.shape[1] - 1} for prediction sets; "
+                              f"got {y[bad[0]].item()!r} at row {bad[0]}.")
         covered = a[np.arange(len(a)), y_int]
         size, size_key = a.sum(axis=1).astype(float), "mean_set_size"
     elif a.shape[1] == 2 and np.issubdtype(a.dtype, np.number):

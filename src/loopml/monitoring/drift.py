@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from loopml.errors import InvalidConfig, NotReady, SchemaError, closest
 from loopml.monitoring.drift_reference import KINDS, CategoricalReference, NumericReference, infer_kind
@@ -106,7 +107,7 @@ class DriftResult:
         }
 
 
-class DriftDetector:
+class DriftDetector(BaseEstimator):
     """Per-column drift tests of a current window against a stored reference.
 
     Parameters
@@ -272,16 +273,6 @@ class DriftDetector:
             return False
         return not (r["jensen_shannon"] is not None and r["jensen_shannon"] < self.min_jensen_shannon)
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters, as scikit-learn's ``get_params`` (``kinds`` and ``columns`` copied)."""
-        return {
-            "correction": self.correction, "alpha": self.alpha, "min_psi": self.min_psi,
-            "min_wasserstein": self.min_wasserstein, "min_jensen_shannon": self.min_jensen_shannon,
-            "n_bins": self.n_bins, "psi_epsilon": self.psi_epsilon,
-            "kinds": None if self.kinds is None else dict(self.kinds),
-            "columns": None if self.columns is None else list(self.columns),
-        }
-
     def to_dict(self) -> dict[str, Any]:
         """Parameters and reference state as plain JSON types (``json.dumps`` works on it).
 
@@ -292,7 +283,12 @@ class DriftDetector:
             raise NotReady("This DriftDetector has no reference to save yet; call fit(reference) first.")
         return {
             "format": _FORMAT,
-            "params": {**self.get_params(), "kinds": None if self.kinds is None else list(self.kinds.items())},
+            "params": {
+                **self.get_params(),
+                # a list of pairs, since column names need not be strings
+                "kinds": None if self.kinds is None else [[c, k] for c, k in self.kinds.items()],
+                "columns": None if self.columns is None else list(self.columns),
+            },
             "n_reference": self.n_reference_,
             "columns": [{"column": c, **self.references_[c].to_dict()} for c in self.columns_],
         }

@@ -52,18 +52,21 @@ def infer_kind(column: object, series: pd.Series) -> str:
 
 def numeric_values(column: object, series: pd.Series) -> np.ndarray:
     """The non-missing values of ``series`` as float64; raises if some are not finite numbers."""
-    try:
-        converted = pd.to_numeric(series, errors="coerce")
-    except TypeError as exc:  # e.g. datetimes on some pandas versions
-        raise SchemaError(f"Column {column!r} must be numeric; got dtype {series.dtype}.") from exc
-    lost = converted.isna() & series.notna()
-    if lost.any():
-        example = series[lost].iloc[0]
-        raise SchemaError(
-            f"Column {column!r} is numeric but holds non-numbers, e.g. {example!r} (dtype {series.dtype}); "
-            "clean it or declare it 'categorical' in kinds=."
-        )
-    values = converted.to_numpy(dtype=float, na_value=np.nan)
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "biuf":
+        values = series.to_numpy(dtype=float)  # the common case, without pandas' conversion overhead
+    else:
+        try:
+            converted = pd.to_numeric(series, errors="coerce")
+        except TypeError as exc:  # e.g. datetimes on some pandas versions
+            raise SchemaError(f"Column {column!r} must be numeric; got dtype {series.dtype}.") from exc
+        lost = converted.isna() & series.notna()
+        if lost.any():
+            example = series[lost].iloc[0]
+            raise SchemaError(
+                f"Column {column!r} is numeric but holds non-numbers, e.g. {example!r} "
+                f"(dtype {series.dtype}); clean it or declare it 'categorical' in kinds=."
+            )
+        values = converted.to_numpy(dtype=float, na_value=np.nan)
     values = values[~np.isnan(values)]
     if not np.isfinite(values).all():
         example = values[~np.isfinite(values)][0]

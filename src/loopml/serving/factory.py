@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from loopml.features.online import OnlineExecutor
 from loopml.features.store import SQLiteOnlineStore
 from loopml.project import Project
@@ -9,9 +11,21 @@ from loopml.registry import ArtifactStore, Registry
 from loopml.serving.predictionlog import PredictionLog
 from loopml.serving.predictor import Predictor
 from loopml.serving.schema import RequestSchema
+from loopml.training.model import GBMModel
 from loopml.workspace import Workspace
 
-__all__ = ["build_predictor"]
+__all__ = ["build_predictor", "model_loader"]
+
+
+def model_loader(project: Project, ws: Workspace) -> Callable[[str], tuple[int, GBMModel]]:
+    """``ref -> (version, model)`` from the state's registry (artifact sha256 verified on load)."""
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+
+    def load(ref: str) -> tuple[int, GBMModel]:
+        mv, model = registry.load(project.name, ref)
+        return mv.version, model
+
+    return load
 
 
 def build_predictor(project: Project, ws: Workspace, model_version: str | int = "champion") -> Predictor:

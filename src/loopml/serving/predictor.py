@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 from loopml.features.online import OnlineExecutor
 from loopml.project import Project
+from loopml.serving.metrics import ServingMetrics
 from loopml.serving.predictionlog import PredictionLog
 from loopml.serving.schema import RequestSchema
 from loopml.training.model import GBMModel
@@ -40,17 +42,20 @@ class Predictor:
     """
 
     def __init__(self, project: Project, online: OnlineExecutor, model: GBMModel, version: int,
-                 log: PredictionLog | None, schema: RequestSchema) -> None:
+                 log: PredictionLog | None, schema: RequestSchema, *, metrics: ServingMetrics | None = None) -> None:
         self.project = project
         self.online = online
         self.log = log
         self.schema = schema
+        self.metrics = metrics
         self._lock = threading.Lock()
         self.swap(model, version)
 
     def swap(self, model: GBMModel, version: int) -> None:
         """Serve ``model`` as ``version`` from the next request on (atomic: one reference)."""
         self._current = (model, version)
+        if self.metrics is not None:
+            self.metrics.model_version.set(version)
 
     @property
     def version(self) -> int:
@@ -71,7 +76,15 @@ class Predictor:
         model, version = self._current
         clean = list(requests) if validated else [self.schema.validate(r) for r in requests]
         times = [at or self.prediction_time(r) for r in clean]
+        t0 = time.perf_counter()
         rows = [self.online.get(r, t) for r, t in zip(clean, times, strict=True)]
+        if self.metrics is not None and rows:
+            self.metrics.lookup.observe((time.perf_counter() - t0) / len(rows))
+            self.metrics.batch_size.observe(len(rows))
+            for feats in rows:
+                for name, value in feats.items():
+                    if value is None:
+                        self.metrics.missing.labels(name).inc()
         scores = model.predict_rows(rows) if rows else []
         out = []
         records = []
