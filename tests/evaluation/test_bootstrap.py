@@ -46,7 +46,9 @@ def test_value_equals_the_plain_metric_on_the_full_sample():
     assert result["accuracy"]["value"] == pytest.approx(accuracy_score(y, p >= 0.5), abs=1e-12)
     assert result["ece"]["value"] == pytest.approx(expected_calibration_error(y, p), abs=1e-12)
     quantile = metric_with_ci(y, p, "ece", n_boot=50, strategy="quantile", n_bins=7)
-    assert quantile["value"] == pytest.approx(expected_calibration_error(y, p, strategy="quantile", n_bins=7), abs=1e-12)
+    assert quantile["value"] == pytest.approx(
+        expected_calibration_error(y, p, strategy="quantile", n_bins=7), abs=1e-12
+    )
     accuracy = metric_with_ci(y, p, "accuracy", n_boot=50, threshold=0.3)
     assert accuracy["value"] == pytest.approx(accuracy_score(y, p >= 0.3), abs=1e-12)
 
@@ -67,7 +69,7 @@ def test_each_resampled_value_is_the_metric_of_that_explicit_resample(metric):
         "accuracy": lambda yy, pp: accuracy_score(yy, pp >= 0.5),
         "ece": expected_calibration_error,
     }[metric]
-    for row, value in zip(counts.astype(int), got):
+    for row, value in zip(counts.astype(int), got, strict=True):
         yy, pp = np.repeat(y, row), np.repeat(p, row)
         assert value == pytest.approx(reference(yy, pp), abs=1e-12)
 

@@ -52,7 +52,9 @@ def test_ece_is_the_count_weighted_gap_of_the_sklearn_curve(strategy):
     prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy=strategy)
     counts = reliability_curve(y, p, n_bins=10, strategy=strategy).count
     expected = np.sum(counts / len(y) * np.abs(prob_true - prob_pred))
-    assert expected_calibration_error(y, p, n_bins=10, strategy=strategy) == pytest.approx(expected, abs=1e-12)
+    assert expected_calibration_error(y, p, n_bins=10, strategy=strategy) == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 def test_ece_by_hand_puts_a_score_on_an_edge_in_the_lower_bin():
@@ -121,7 +123,9 @@ def test_choose_calibrator_improves_validation_log_loss_on_miscalibrated_scores(
     assert set(losses) == {"identity", "platt", "isotonic"}
     assert name != "identity" and losses[name] == min(losses.values())
     assert losses[name] < losses["identity"] - 0.05
-    val_loss = -np.mean(np.where(y[10_000:] == 1, np.log(cal.predict(p[10_000:])), np.log1p(-cal.predict(p[10_000:]))))
+    val_loss = -np.mean(
+        np.where(y[10_000:] == 1, np.log(cal.predict(p[10_000:])), np.log1p(-cal.predict(p[10_000:])))
+    )
     assert val_loss == pytest.approx(losses[name], rel=1e-9)
 
 
@@ -184,5 +188,5 @@ def test_bad_inputs_name_the_field_and_show_the_value():
         expected_calibration_error([0, 1], [0.2, 0.8], n_bins=0)
     with pytest.raises(InvalidConfig, match="kind must be one of"):
         calibrator_from_dict({"kind": "beta"})
-    with pytest.raises(SchemaError, match="class indices 0..2; got 3"):
+    with pytest.raises(SchemaError, match=r"class indices 0..2 \(columns of logits\); got 3 at row 1"):
         TemperatureScaling().fit(np.zeros((2, 3)), [0, 3])

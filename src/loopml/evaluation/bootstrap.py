@@ -5,7 +5,7 @@ Every metric here is a function of the multiset of rows, so a resample is just a
 counts form a matrix ``W`` of shape (resamples, rows) and each metric is a few vectorised operations on
 it: a matrix-vector product for the per-row means (log loss, Brier, accuracy), cumulative sums over
 tied-score groups for ROC AUC (the rank formula) and average precision, and sums over the score bins
-for ECE. A thousand resamples of 30,000 rows take about a second.
+for ECE. A thousand resamples of 30,000 rows take under a second per metric.
 
 All metrics asked for in one call share the same resamples, so their intervals are paired.
 """
@@ -85,8 +85,15 @@ def metric_with_ci(
     True
     """
     return metrics_with_ci(
-        y, p, metrics=(metric,), n_boot=n_boot, level=level, seed=seed,
-        threshold=threshold, n_bins=n_bins, strategy=strategy,
+        y,
+        p,
+        metrics=(metric,),
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        threshold=threshold,
+        n_bins=n_bins,
+        strategy=strategy,
     )[metric]
 
 
@@ -114,7 +121,9 @@ def metrics_with_ci(
     """
     y, p = _binary_inputs(y, p)
     if isinstance(metrics, str):
-        raise InvalidConfig(f"metrics must be a sequence of names; got the string {metrics!r}. Use ({metrics!r},).")
+        raise InvalidConfig(
+            f"metrics must be a sequence of names; got the string {metrics!r}. Use ({metrics!r},)."
+        )
     if len(metrics) == 0:
         raise InvalidConfig(f"metrics is empty; give at least one of {list(METRICS)}.")
     for name in metrics:
@@ -128,8 +137,10 @@ def metrics_with_ci(
 
     order = np.argsort(p, kind="stable")  # every metric ignores row order, so sort once by score
     y, p = y[order], p[order]
-    stats = {name: _statistic(name, y, p, threshold=threshold, n_bins=n_bins, strategy=strategy)
-             for name in dict.fromkeys(metrics)}
+    stats = {
+        name: _statistic(name, y, p, threshold=threshold, n_bins=n_bins, strategy=strategy)
+        for name in dict.fromkeys(metrics)
+    }
 
     n = len(y)
     full = np.ones((1, n))
@@ -163,7 +174,9 @@ def _resample_counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
     return np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(float)
 
 
-def _statistic(name: str, y: np.ndarray, p: np.ndarray, *, threshold: float, n_bins: int, strategy: str) -> _Stat:
+def _statistic(
+    name: str, y: np.ndarray, p: np.ndarray, *, threshold: float, n_bins: int, strategy: str
+) -> _Stat:
     """The metric as a function of a count matrix; ``y`` and ``p`` are sorted by ``p``."""
     n = len(y)
     if name == "log_loss":

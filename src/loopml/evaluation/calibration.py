@@ -33,6 +33,8 @@ __all__ = [
 
 _EPS = 1e-7  # the clipping loopml.evaluation.metrics.binary_metrics applies before log loss
 _STRATEGIES = ("uniform", "quantile")
+_LBFGS_OPTIONS = {"gtol": 1e-10, "ftol": 1e-15, "maxiter": 1000}
+_LOG_T_BOUNDS = (float(np.log(0.01)), float(np.log(100.0)))  # temperatures from 1/100 to 100
 
 
 class ReliabilityCurve(NamedTuple):
@@ -59,7 +61,9 @@ def _binary_inputs(y: Any, p: Any, *, y_name: str = "y", p_name: str = "p") -> t
         raise SchemaError(f"{y_name} must hold binary labels 0/1; got {y[bad[0]].item()!r} at row {bad[0]}.")
     bad = np.flatnonzero(~((p >= 0) & (p <= 1)))  # also catches NaN
     if len(bad):
-        raise SchemaError(f"{p_name} must be probabilities in [0, 1]; got {p[bad[0]].item()!r} at row {bad[0]}.")
+        raise SchemaError(
+            f"{p_name} must be probabilities in [0, 1]; got {p[bad[0]].item()!r} at row {bad[0]}."
+        )
     return y, p
 
 
@@ -149,30 +153,27 @@ class _Calibrator(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not all(hasattr(self, name) for name in self._state):
-            raise NotReady(f"{type(self).__name__} is not fitted yet; call fit() before predict() or to_dict().")
+            raise NotReady(f"{type(self).__name__} is not fitted yet; call fit() before predict or to_dict.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description: ``{"kind", "params", "state"}`` (floats and lists of floats only)."""
         self._check_fitted()
-        state = {name: _json_value(getattr(self, name)) for name in self._state}
+        values = {name: getattr(self, name) for name in self._state}
+        state = {k: v.tolist() if isinstance(v, np.ndarray) else float(v) for k, v in values.items()}
         return {"kind": self.kind, "params": self.get_params(), "state": state}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """Rebuild a fitted calibrator from :meth:`to_dict` output; predictions are identical."""
         if data.get("kind") != cls.kind:
-            raise InvalidConfig(f"{cls.__name__}.from_dict needs kind {cls.kind!r}; got {data.get('kind')!r}.")
+            raise InvalidConfig(f"{cls.__name__} needs kind {cls.kind!r}; got {data.get('kind')!r}.")
         obj = cls(**data.get("params", {}))
         for name in cls._state:
             if name not in data.get("state", {}):
-                raise InvalidConfig(f"{cls.__name__}.from_dict: state lacks {name!r}; got {sorted(data['state'])}.")
+                raise InvalidConfig(f"{cls.__name__} state lacks {name!r}; got {sorted(data['state'])}.")
             value = data["state"][name]
             setattr(obj, name, np.asarray(value, dtype=float) if isinstance(value, list) else float(value))
         return obj
-
-
-def _json_value(value: Any) -> Any:
-    return [float(v) for v in value] if isinstance(value, np.ndarray) else float(value)
 
 
 class IdentityCalibrator(_Calibrator):
@@ -221,7 +222,7 @@ class PlattCalibrator(_Calibrator):
         if self.smooth_targets:
             t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
         elif n_pos == 0 or n_neg == 0:
-            raise SchemaError(f"PlattCalibrator(smooth_targets=False) needs both classes in y; got only {y[0]:g}.")
+            raise SchemaError(f"PlattCalibrator(smooth_targets=False) needs both classes; y is all {y[0]:g}.")
         else:
             t = y
 
@@ -230,8 +231,7 @@ class PlattCalibrator(_Calibrator):
             r = expit(f) - t
             return float(np.mean(np.logaddexp(0, f) - t * f)), np.array([np.mean(r * z), np.mean(r)])
 
-        res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
-                       options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 1000})
+        res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", options=_LBFGS_OPTIONS)
         self.coef_, self.intercept_ = float(res.x[0]), float(res.x[1])
         return self
 
@@ -294,8 +294,7 @@ class TemperatureScaling(_Calibrator):
         def nll(log_t: float) -> float:
             return float(-np.mean(log_softmax(z / np.exp(log_t), axis=1)[rows, y_idx]))
 
-        res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded",
-                              options={"xatol": 1e-10})
+        res = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-10})
         self.temperature_ = float(np.exp(res.x))
         return self
 
@@ -309,21 +308,34 @@ class TemperatureScaling(_Calibrator):
 
 def _multiclass_inputs(logits: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     z = np.asarray(logits, dtype=float)
-    y_arr = np.asarray(y)
-    if z.ndim != 2 or z.shape[1] < 2:
-        raise SchemaError(f"logits must have shape (n, n_classes >= 2); got shape {z.shape}.")
-    if y_arr.shape != (len(z),):
-        raise SchemaError(f"y must have shape ({len(z)},) to match logits; got shape {y_arr.shape}.")
-    if len(z) == 0:
-        raise SchemaError("logits are empty; at least one row is needed.")
+    if z.ndim != 2 or z.shape[1] < 2 or len(z) == 0:
+        raise SchemaError(f"logits must have shape (n >= 1, n_classes >= 2); got shape {z.shape}.")
     if not np.all(np.isfinite(z)):
-        bad = np.argwhere(~np.isfinite(z))[0]
-        raise SchemaError(f"logits must be finite; got {z[tuple(bad)].item()!r} at row {bad[0]}, column {bad[1]}.")
-    y_int = y_arr.astype(int) if np.issubdtype(y_arr.dtype, np.number) else None
-    bad = np.flatnonzero((y_int != y_arr) | (y_int < 0) | (y_int >= z.shape[1])) if y_int is not None else [0]
+        i, k = np.argwhere(~np.isfinite(z))[0]
+        raise SchemaError(f"logits must be finite; got {z[i, k].item()!r} at row {i}, class {k}.")
+    return z, _class_indices(y, z.shape, name="y", against="logits")
+
+
+def _class_indices(y: Any, shape: tuple[int, ...], *, name: str, against: str) -> np.ndarray:
+    """``y`` as integer class indices for an (n, n_classes) matrix called ``against``."""
+    n, n_classes = shape
+    arr = np.asarray(y)
+    if arr.shape != (n,):
+        raise SchemaError(f"{name} must have shape ({n},) to match {against}; got shape {arr.shape}.")
+    if arr.dtype == bool:
+        arr = arr.astype(int)
+    if np.issubdtype(arr.dtype, np.number):
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(arr) & (arr == np.round(arr)) & (arr >= 0) & (arr < n_classes)
+    else:
+        ok = np.zeros(n, dtype=bool)  # class names must be mapped to column positions first
+    bad = np.flatnonzero(~ok)
     if len(bad):
-        raise SchemaError(f"y must hold class indices 0..{z.shape[1] - 1}; got {y_arr[bad[0]].item()!r} at row {bad[0]}.")
-    return z, y_int
+        raise SchemaError(
+            f"{name} must hold class indices 0..{n_classes - 1} (columns of {against}); "
+            f"got {arr[bad[0]].item()!r} at row {bad[0]}."
+        )
+    return arr.astype(int)
 
 
 _KINDS: dict[str, type[_Calibrator]] = {

@@ -21,14 +21,16 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from loopml.errors import InvalidConfig, NotReady, SchemaError
-from loopml.evaluation.calibration import _check_choice
+from loopml.evaluation.calibration import _check_choice, _class_indices
 
 __all__ = ["SplitConformalClassifier", "SplitConformalRegressor", "conformal_quantile", "coverage_report"]
 
 
 def _check_alpha(alpha: Any) -> Fraction:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
-        raise InvalidConfig(f"alpha must lie strictly between 0 and 1 (e.g. 0.1 for 90% coverage); got {alpha!r}.")
+        raise InvalidConfig(
+            f"alpha must lie strictly between 0 and 1 (e.g. 0.1 for 90% coverage); got {alpha!r}."
+        )
     return Fraction(repr(float(alpha)))  # the decimal as written, so (n + 1)(1 - alpha) is exact
 
 
@@ -66,10 +68,13 @@ class _SplitConformal(BaseEstimator):
     def _fit_thresholds(self, scores: np.ndarray, groups: Any) -> None:
         a = _check_alpha(self.alpha)
         if self.min_group_size is not None and (
-            isinstance(self.min_group_size, bool) or not isinstance(self.min_group_size, (int, np.integer))
+            isinstance(self.min_group_size, bool)
+            or not isinstance(self.min_group_size, (int, np.integer))
             or self.min_group_size < 1
         ):
-            raise InvalidConfig(f"min_group_size must be a positive integer or None; got {self.min_group_size!r}.")
+            raise InvalidConfig(
+                f"min_group_size must be a positive integer or None; got {self.min_group_size!r}."
+            )
         self.n_calibration_ = len(scores)
         self.quantile_ = conformal_quantile(scores, self.alpha)
         self.group_quantiles_: dict[Any, float] | None = None
@@ -88,11 +93,15 @@ class _SplitConformal(BaseEstimator):
             raise NotReady(f"{type(self).__name__} is not fitted yet; call fit() first.")
         if self.group_quantiles_ is None:
             if groups is not None:
-                raise InvalidConfig(f"groups were given to predict but not to fit; refit "
-                                    f"{type(self).__name__} with groups= for per-group thresholds.")
+                raise InvalidConfig(
+                    f"groups were given to predict but not to fit; refit "
+                    f"{type(self).__name__} with groups= for per-group thresholds."
+                )
             return np.full(n, self.quantile_)
         if groups is None:
-            raise InvalidConfig(f"{type(self).__name__} was fitted with groups; pass groups= to predict as well.")
+            raise InvalidConfig(
+                f"{type(self).__name__} was fitted with groups; pass groups= to predict as well."
+            )
         keys = _group_keys(groups, n, "groups")
         return pd.Series(keys, dtype=object).map(self.group_quantiles_).fillna(self.quantile_).to_numpy(float)
 
@@ -140,8 +149,15 @@ class SplitConformalClassifier(_SplitConformal):
            [ True,  True, False]])
     """
 
-    def __init__(self, alpha: float = 0.1, *, score: str = "lac", randomized: bool = False,
-                 min_group_size: int | None = None, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.1,
+        *,
+        score: str = "lac",
+        randomized: bool = False,
+        min_group_size: int | None = None,
+        seed: int | None = 0,
+    ) -> None:
         self.alpha = alpha
         self.score = score
         self.randomized = randomized
@@ -152,14 +168,7 @@ class SplitConformalClassifier(_SplitConformal):
         """Compute the threshold(s) from calibration probabilities (n, K) and class indices (n,)."""
         _check_choice("score", self.score, ("lac", "aps"))
         proba = _check_proba(proba_cal, "proba_cal")
-        y = np.asarray(y_cal)
-        if y.shape != (len(proba),):
-            raise SchemaError(f"y_cal must have shape ({len(proba)},) to match proba_cal; got shape {y.shape}.")
-        y_int = y.astype(int) if np.issubdtype(y.dtype, np.number) else None
-        bad = np.flatnonzero((y_int != y) | (y_int < 0) | (y_int >= proba.shape[1])) if y_int is not None else [0]
-        if len(bad):
-            raise SchemaError(f"y_cal must hold class indices 0..{proba.shape[1] - 1}; "
-                              f"got {y[bad[0]].item()!r} at row {bad[0]}.")
+        y_int = _class_indices(y_cal, proba.shape, name="y_cal", against="proba_cal")
         self.n_classes_ = proba.shape[1]
         scores = self._scores(proba, stream=0)[np.arange(len(proba)), y_int]
         self._fit_thresholds(scores, groups)
@@ -170,7 +179,9 @@ class SplitConformalClassifier(_SplitConformal):
         p = _check_proba(proba, "proba")
         q = self._row_thresholds(len(p), groups)
         if p.shape[1] != self.n_classes_:
-            raise SchemaError(f"proba has {p.shape[1]} classes but the calibration data had {self.n_classes_}.")
+            raise SchemaError(
+                f"proba has {p.shape[1]} classes but the calibration data had {self.n_classes_}."
+            )
         return self._scores(p, stream=1) <= q[:, None]
 
     def _scores(self, proba: np.ndarray, *, stream: int) -> np.ndarray:
@@ -195,7 +206,9 @@ def _check_proba(proba: Any, name: str) -> np.ndarray:
     bad = np.argwhere(~((p >= 0) & (p <= 1)))
     if len(bad):
         i, k = bad[0]
-        raise SchemaError(f"{name} must be probabilities in [0, 1]; got {p[i, k].item()!r} at row {i}, class {k}.")
+        raise SchemaError(
+            f"{name} must be probabilities in [0, 1]; got {p[i, k].item()!r} at row {i}, class {k}."
+        )
     return p
 
 
@@ -222,7 +235,9 @@ class SplitConformalRegressor(_SplitConformal):
     array([[ 7., 13.]])
     """
 
-    def __init__(self, alpha: float = 0.1, *, method: str = "absolute", min_group_size: int | None = None) -> None:
+    def __init__(
+        self, alpha: float = 0.1, *, method: str = "absolute", min_group_size: int | None = None
+    ) -> None:
         self.alpha = alpha
         self.method = method
         self.min_group_size = min_group_size
@@ -233,7 +248,9 @@ class SplitConformalRegressor(_SplitConformal):
         pred = self._check_pred(y_pred_cal, "y_pred_cal")
         y = np.asarray(y_cal, dtype=float)
         if y.shape != (len(pred),):
-            raise SchemaError(f"y_cal must have shape ({len(pred)},) to match y_pred_cal; got shape {y.shape}.")
+            raise SchemaError(
+                f"y_cal must have shape ({len(pred)},) to match y_pred_cal; got shape {y.shape}."
+            )
         if not np.all(np.isfinite(y)):
             i = int(np.flatnonzero(~np.isfinite(y))[0])
             raise SchemaError(f"y_cal must be finite; got {y[i].item()!r} at row {i}.")
@@ -259,7 +276,9 @@ class SplitConformalRegressor(_SplitConformal):
         want = "(n,)" if self.method == "absolute" else "(n, 2) of [lower, upper]"
         ok = pred.ndim == 1 if self.method == "absolute" else pred.ndim == 2 and pred.shape[1] == 2
         if not ok or len(pred) == 0:
-            raise SchemaError(f"{name} must have shape {want} for method={self.method!r}; got shape {pred.shape}.")
+            raise SchemaError(
+                f"{name} must have shape {want} for method={self.method!r}; got shape {pred.shape}."
+            )
         if not np.all(np.isfinite(pred)):
             raise SchemaError(f"{name} must be finite; got {pred[~np.isfinite(pred)][0].item()!r}.")
         return pred
@@ -292,13 +311,11 @@ def coverage_report(sets_or_intervals: Any, y: Any, groups: Any = None) -> dict[
     a = np.asarray(sets_or_intervals)
     y = np.asarray(y)
     if a.ndim != 2 or y.shape != (len(a),):
-        raise SchemaError(f"sets_or_intervals must be (n, K) or (n, 2) and y (n,); got shapes {a.shape} and {y.shape}.")
+        raise SchemaError(
+            f"sets_or_intervals must be (n, K) or (n, 2) and y (n,); got shapes {a.shape} and {y.shape}."
+        )
     if a.dtype == bool:
-        y_int = y.astype(int) if np.issubdtype(y.dtype, np.number) else None
-        bad = np.flatnonzero((y_int != y) | (y_int < 0) | (y_int >= a.shape[1])) if y_int is not None else [0]
-        if len(bad):
-            raise SchemaError(f"y must hold class indices 0..{a.shape[1] - 1} for prediction sets; "
-                              f"got {y[bad[0]].item()!r} at row {bad[0]}.")
+        y_int = _class_indices(y, a.shape, name="y", against="the prediction sets")
         covered = a[np.arange(len(a)), y_int]
         size, size_key = a.sum(axis=1).astype(float), "mean_set_size"
     elif a.shape[1] == 2 and np.issubdtype(a.dtype, np.number):
@@ -306,12 +323,17 @@ def coverage_report(sets_or_intervals: Any, y: Any, groups: Any = None) -> dict[
         covered = (a[:, 0] <= y) & (y <= a[:, 1])
         size, size_key = (a[:, 1] - a[:, 0]).astype(float), "mean_width"
     else:
-        raise SchemaError(f"sets_or_intervals must be a boolean (n, K) matrix or a numeric (n, 2) array; "
-                          f"got dtype {a.dtype} and shape {a.shape}.")
+        raise SchemaError(
+            f"sets_or_intervals must be a boolean (n, K) matrix or a numeric (n, 2) array; "
+            f"got dtype {a.dtype} and shape {a.shape}."
+        )
 
     def summary(rows: np.ndarray | slice) -> dict[str, Any]:
-        return {"n": int(len(covered[rows])), "coverage": float(covered[rows].mean()),
-                size_key: float(size[rows].mean())}
+        return {
+            "n": int(len(covered[rows])),
+            "coverage": float(covered[rows].mean()),
+            size_key: float(size[rows].mean()),
+        }
 
     report = summary(slice(None))
     if groups is not None:
@@ -325,4 +347,4 @@ def _group_indices(keys: np.ndarray) -> list[tuple[Any, np.ndarray]]:
     codes, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    return [(key, order[bounds[i]:bounds[i + 1]]) for i, key in enumerate(uniques)]
+    return [(key, order[bounds[i] : bounds[i + 1]]) for i, key in enumerate(uniques)]
