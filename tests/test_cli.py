@@ -114,3 +114,34 @@ def test_bad_input_exits_1_with_error_type_and_message(demo, args, words):
     assert proc.returncode == 1
     for w in words:
         assert w in proc.stderr
+
+
+def test_evaluate_json_contract(demo):
+    state, _ = demo
+    doc = json.loads(loopml("evaluate", "--project", FLIGHTS, "--state", str(state), "--model-version", "1",
+                            "--from", "2013-03-01", "--to", "2013-03-15", "--json").stdout)
+    for k in ("log_loss", "roc_auc", "brier", "ece"):
+        v = doc["metrics"][k]
+        assert v["ci"][0] <= v["value"] <= v["ci"][1], k
+    assert doc["metrics"]["log_loss"]["value"] < doc["baselines"]["prior"]["log_loss"]["value"]
+    assert 0.8 < doc["conformal"]["coverage"] <= 1.0 and doc["conformal"]["mean_set_size"] >= 1.0
+    assert {s["column"] for s in doc["slices"]["by_value"]} >= {"carrier", "origin"}
+    assert {g["gate"] for g in doc["gates"]} >= {"ece", "beats_prior_baseline"}
+    assert all(isinstance(g["passed"], bool) for g in doc["gates"])
+
+
+def test_batch_predict_scores_equal_the_served_online_scores(demo, tmp_path):
+    """No training/serving skew: offline features + model == what the online path served and logged."""
+    from loopml.serving.predictionlog import PredictionLog
+
+    state, _ = demo
+    out = tmp_path / "scored.parquet"
+    loopml("predict", "--project", FLIGHTS, "--state", str(state), "--model-version", "1", "--from", "2013-03-10",
+           "--to", "2013-03-12", "--out", str(out))
+    batch = pd.read_parquet(out).set_index("flight_id")
+    served = PredictionLog(state / "predictions").joined()
+    served = served[served["model_version"] == 1].set_index("entity_id")
+    common = batch.index.intersection(served.index)
+    assert len(common) > 1500
+    diff = (batch.loc[common, "score"] - served.loc[common, "score"]).abs()
+    assert diff.max() < 1e-9

@@ -198,6 +198,58 @@ def _add_months(t: datetime, n: int) -> datetime:
     return t.replace(year=y, month=m)
 
 
+@app.command()
+def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")], end: Annotated[str, typer.Option("--to")],
+             model_version: Annotated[str, typer.Option("--model-version", help="A number or 'champion'.")] = "champion",
+             alpha: Annotated[float, typer.Option(help="Conformal miscoverage level.")] = 0.1,
+             state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Metrics with bootstrap intervals, baselines, calibration, conformal coverage, slices and gates on [--from, --to)."""
+    from loopml.loop.assess import evaluate_version
+    from loopml.registry import ArtifactStore, Registry
+
+    proj, ws = _open(project, state)
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=None)
+        doc = evaluate_version(proj, ws.log, registry, model_version, _time(start, "--from"), _time(end, "--to"),
+                               alpha=alpha)
+        bar.update(task, total=1, completed=1)
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table(title=f"{proj.name} v{doc['model_version']} on {start} .. {end} ({doc['n']:,} labelled)")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_column("95% interval")
+    for k, m in doc["metrics"].items():
+        table.add_row(k, _f(m["value"]), f"[{_f(m['ci'][0])}, {_f(m['ci'][1])}]")
+    out.print(table)
+    c = doc["conformal"]
+    out.print(f"conformal (alpha={c['alpha']}): coverage {c['coverage']:.3f}, mean set size {c['mean_set_size']:.2f}")
+    for g in doc["gates"]:
+        out.print(f"gate {g['gate']}: {'pass' if g['passed'] else 'FAIL'} ({_f(float(g['value']))} vs {_f(float(g['threshold']))})")
+
+
+@app.command()
+def predict(project: ProjectOpt, start: Annotated[str, typer.Option("--from")], end: Annotated[str, typer.Option("--to")],
+            out_path: Annotated[Path, typer.Option("--out")],
+            model_version: Annotated[str, typer.Option("--model-version")] = "champion",
+            state: StateOpt = None) -> None:
+    """Batch scoring through the offline feature path: the dataset of [--from, --to) plus a `score` column."""
+    from loopml.loop.assess import score_window
+    from loopml.registry import ArtifactStore, Registry
+
+    proj, ws = _open(project, state)
+    _, model = Registry(ws.registry_url, ArtifactStore(ws.artifacts)).load(proj.name, model_version)
+    with _progress() as bar:
+        task = bar.add_task("building features and scoring", total=None)
+        frame = score_window(proj, ws.log, model, _time(start, "--from"), _time(end, "--to"))
+        bar.update(task, total=1, completed=1)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_path, index=False)
+    err.print(f"wrote {len(frame):,} scored rows to {out_path}")
+
+
 @models_app.command("list")
 def models_list(project: ProjectOpt, state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Registered versions with their lineage and aliases."""

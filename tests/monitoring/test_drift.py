@@ -283,6 +283,8 @@ def test_missing_column_in_current_raises_schema_error_naming_it():
         DriftDetector().fit(ref).test(cur.drop(columns="colour"))
     with pytest.raises(SchemaError, match="'nope'.*reference"):
         DriftDetector(columns=["x", "nope"]).fit(ref)
+    with pytest.raises(SchemaError, match="unique.*'x'"):
+        DriftDetector().fit(ref).test(pd.concat([cur, cur[["x"]]], axis=1))
 
 
 def test_numeric_column_with_text_raises_schema_error_showing_the_value():

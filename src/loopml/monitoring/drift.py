@@ -332,6 +332,9 @@ def _require_columns(frame: pd.DataFrame, names: Sequence[Any], where: str) -> N
             f"Column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} missing from {where}, "
             f"which has columns {present}.{hint}"
         )
+    repeated = [c for c in dict.fromkeys(names) if present.count(c) > 1]
+    if repeated:
+        raise SchemaError(f"Column names must be unique; {where} repeats {repeated}.")
 
 
 def drift_report(
