@@ -197,8 +197,10 @@ class OnlineExecutor:
             del st.ts[:cut]
             for a in st.values.values():
                 del a[:cut]
-            for a in st.valid.values():
-                del a[:cut]
+            for c, a in st.valid.items():
+                # keep valid[i] = number of non-missing values in [0, i] of what remains
+                base = a[cut - 1]
+                st.valid[c] = array("q", (v - base for v in a[cut:]))
 
     def flush(self) -> int:
         """Write changed state to the store (trimming old events first); return entities written."""
