@@ -2,10 +2,10 @@
 
 Time semantics (also in README.md here, and tested in tests/examples/test_flights_time.py):
 
-- ``scheduled_departure`` = local date + ``sched_dep_time`` at the origin (America/New_York) in
+- ``sched_dep`` = local date + ``sched_dep_time`` at the origin (America/New_York) in
   UTC. On the November DST change an hour happens twice; ``time_hour`` (the scheduled hour in UTC)
   tells which one was meant.
-- ``actual_departure`` = ``scheduled_departure`` + ``dep_delay`` minutes.
+- ``actual_departure`` = ``sched_dep`` + ``dep_delay`` minutes.
 - Arrival clock times are local at the destination (``airports.csv`` zones; BQN, SJU and PSE are
   America/Puerto_Rico and STT America/St_Thomas, which the file lacks). The arrival is the first
   time with that local clock reading that is not before the departure: overnight arrivals roll to
@@ -13,7 +13,7 @@ Time semantics (also in README.md here, and tested in tests/examples/test_flight
   10 March) is read as standard time, the clock not yet moved: 03:03 daylight time. With these
   rules actual minus scheduled arrival reproduces ``arr_delay`` for every one of the 327,346
   arrived flights.
-- Prediction time ``t`` = ``scheduled_departure`` - 2 h.
+- Prediction time ``t`` = ``sched_dep`` - 2 h.
 - Label ``delayed`` = arrival delay > 15 min. A cancelled flight (no ``dep_time``) and a diverted
   one (departed, no ``arr_delay``) count as delayed: the traveller did not arrive on time.
 - The label is available at the actual arrival. For a cancelled flight, at its scheduled arrival;
@@ -45,7 +45,7 @@ def _clock(hhmm: pd.Series) -> pd.Series:
     return pd.to_timedelta((v // 100) * 60 + v % 100, unit="min")
 
 
-def scheduled_departure(flights: pd.DataFrame) -> pd.Series:
+def scheduled_departure_utc(flights: pd.DataFrame) -> pd.Series:
     """UTC scheduled departure; ``time_hour`` resolves the repeated hour of the autumn DST change."""
     date = pd.to_datetime(flights[["year", "month", "day"]])
     local = date + _clock(flights["sched_dep_time"])
@@ -86,7 +86,7 @@ def prepare(flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame,
     unknown = sorted(f.loc[zones.isna(), "dest"].unique())
     if unknown:
         raise ValueError(f"destinations without a time zone: {unknown}")
-    sched_dep = scheduled_departure(f)
+    sched_dep = scheduled_departure_utc(f)
     dep_delay = pd.to_timedelta(f["dep_delay"], unit="min")
     actual_dep = (sched_dep + dep_delay).astype("datetime64[us, UTC]")
     sched_arr = _local_after(sched_dep, f["sched_arr_time"], zones)
@@ -104,7 +104,7 @@ def prepare(flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame,
     schedule = pd.DataFrame({
         "flight_id": ids, "year": f["year"], "month": f["month"], "day": f["day"],
         "carrier": f["carrier"], "flight": f["flight"], "origin": f["origin"], "dest": f["dest"],
-        "tailnum": tail, "scheduled_departure": sched_dep, "distance": f["distance"].astype("float64"),
+        "tailnum": tail, "sched_dep": sched_dep, "distance": f["distance"].astype("float64"),
         "event_time": sched_dep - LEAD, "available_time": sched_dep - LEAD,
     })
     departures = pd.DataFrame({
@@ -128,8 +128,12 @@ def prepare(flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame,
         "tailnum": planes["tailnum"], "age_years": 2013.0 - planes["year"], "seats": planes["seats"].astype("float64"),
         "event_time": STATIC_FROM, "available_time": STATIC_FROM,
     })
+    # route distance: constant per route except EWR/JFK-EGE (1725 or 1726 miles): take the most common
+    routes = (f.groupby(["origin", "dest"])["distance"].agg(lambda d: d.mode().min()).reset_index()
+              .assign(distance=lambda r: r["distance"].astype("float64"), event_time=STATIC_FROM,
+                      available_time=STATIC_FROM))
     return {"schedule": schedule, "departures": departures.reset_index(drop=True), "outcomes": outcomes,
-            "weather": weather_ev, "planes": planes_ev}
+            "weather": weather_ev, "planes": planes_ev, "routes": routes}
 
 
 def load() -> dict[str, pd.DataFrame]:

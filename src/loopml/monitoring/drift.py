@@ -36,6 +36,10 @@ __all__ = ["ColumnDrift", "DriftDetector", "DriftResult", "drift_report"]
 
 _FORMAT = "loopml.drift/1"
 _Reference = NumericReference | CategoricalReference
+_REFERENCE_TYPES: dict[str, type[NumericReference] | type[CategoricalReference]] = {
+    "numeric": NumericReference,
+    "categorical": CategoricalReference,
+}
 
 
 def _finite(x: float | None) -> float | None:
@@ -91,7 +95,8 @@ class DriftResult:
         for c in self.columns:
             if c.column == column:
                 return c
-        raise SchemaError(f"No drift result for column {column!r}; tested: {[c.column for c in self.columns]}.")
+        tested = [c.column for c in self.columns]
+        raise SchemaError(f"No drift result for column {column!r}; tested: {tested}.")
 
     def to_dict(self) -> dict[str, Any]:
         """``{"columns": [...], "drifted": bool, ...}``: the JSON the CLI prints."""
@@ -193,7 +198,9 @@ class DriftDetector(BaseEstimator):
         if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int) or self.n_bins < 2:
             raise InvalidConfig(f"n_bins must be an integer >= 2, e.g. 10; got {self.n_bins!r}.")
         if not (isinstance(self.psi_epsilon, float) and 0 < self.psi_epsilon < 0.01):
-            raise InvalidConfig(f"psi_epsilon must be a float in (0, 0.01), e.g. 1e-4; got {self.psi_epsilon!r}.")
+            raise InvalidConfig(
+                f"psi_epsilon must be a float in (0, 0.01), e.g. 1e-4; got {self.psi_epsilon!r}."
+            )
         for column, kind in (self.kinds or {}).items():
             if kind not in KINDS:
                 raise InvalidConfig(f"kinds[{column!r}] must be one of {list(KINDS)}; got {kind!r}.")
@@ -214,10 +221,7 @@ class DriftDetector(BaseEstimator):
         self.columns_ = names
         self.kinds_ = {c: kinds.get(c) or infer_kind(c, reference[c]) for c in names}
         self.references_: dict[Any, _Reference] = {
-            c: (NumericReference if self.kinds_[c] == "numeric" else CategoricalReference).fit(
-                c, reference[c], n_bins=self.n_bins
-            )
-            for c in names
+            c: _REFERENCE_TYPES[self.kinds_[c]].fit(c, reference[c], n_bins=self.n_bins) for c in names
         }
         self.n_reference_ = len(reference)
         return self
@@ -234,7 +238,9 @@ class DriftDetector(BaseEstimator):
             holds non-numbers.
         """
         if not hasattr(self, "references_"):
-            raise NotReady("This DriftDetector has no reference yet; call fit(reference) or from_dict() first.")
+            raise NotReady(
+                "This DriftDetector has no reference yet; call fit(reference) or from_dict() first."
+            )
         self._check_params()
         _require_columns(current, self.columns_, "the current window")
         raw = {c: ref.compare(c, current[c], epsilon=self.psi_epsilon) for c, ref in self.references_.items()}
@@ -308,8 +314,7 @@ class DriftDetector(BaseEstimator):
             detector.columns_ = [e["column"] for e in entries]
             detector.kinds_ = {e["column"]: e["kind"] for e in entries}
             detector.references_ = {
-                e["column"]: (NumericReference if e["kind"] == "numeric" else CategoricalReference).from_dict(e)
-                for e in entries
+                e["column"]: _REFERENCE_TYPES[e["kind"]].from_dict(e) for e in entries
             }
             detector.n_reference_ = int(data["n_reference"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -4,7 +4,7 @@ Checking 60 columns at ``alpha = 0.05`` without a correction raises a false alar
 most windows even when nothing moved. :func:`adjust_p_values` turns the raw p-values into adjusted
 ones that can be compared with ``alpha`` directly:
 
-``"bh"`` (Benjamini–Hochberg, the default)
+``"bh"`` (Benjamini-Hochberg, the default)
     Controls the false discovery rate: among the columns flagged, the expected share that did not
     really drift is at most ``alpha`` (for independent or positively dependent tests). When no
     column drifted this is the same as the chance of any false alarm. Computed by
@@ -49,7 +49,7 @@ def adjust_p_values(p_values: Sequence[float | None] | np.ndarray, *, method: st
         One raw p-value per test. ``None`` or NaN marks a test that was not run (no data); it is
         left out of the count ``m`` and comes back as NaN.
     method : {"bh", "bonferroni", "none"}
-        Benjamini–Hochberg (:func:`scipy.stats.false_discovery_control`), Bonferroni
+        Benjamini-Hochberg (:func:`scipy.stats.false_discovery_control`), Bonferroni
         (``min(1, p * m)``) or no adjustment.
 
     Returns
