@@ -34,6 +34,8 @@ models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
+monitor_app = typer.Typer(help="Drift and data monitoring.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 
 err = Console(stderr=True)
 out = Console()
@@ -248,6 +250,44 @@ def predict(project: ProjectOpt, start: Annotated[str, typer.Option("--from")], 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out_path, index=False)
     err.print(f"wrote {len(frame):,} scored rows to {out_path}")
+
+
+@monitor_app.command("drift")
+def monitor_drift(reference: Annotated[Path, typer.Option("--reference", help="Parquet file of the reference window.")],
+                  current: Annotated[Path, typer.Option("--current", help="Parquet file of the current window.")],
+                  correction: Annotated[str, typer.Option(help="bh (Benjamini-Hochberg), bonferroni or none.")] = "bh",
+                  alpha: float = 0.05,
+                  min_psi: Annotated[float, typer.Option(help="Effect floor: PSI below this never alarms.")] = 0.0,
+                  min_wasserstein: Annotated[float, typer.Option(help="Effect floor in reference sd units.")] = 0.0,
+                  columns: Annotated[str | None, typer.Option(help="Comma-separated columns (default: shared ones).")] = None,
+                  as_json: JsonOpt = False) -> None:
+    """Compare two tables column by column: KS for numeric, chi-square for categorical, p-values adjusted."""
+    import pandas as pd
+
+    from loopml.errors import SchemaError
+    from loopml.monitoring import drift_report
+
+    frames = []
+    for option, path in (("--reference", reference), ("--current", current)):
+        if not path.exists():
+            raise SchemaError(f"{option} file {str(path)!r} does not exist")
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise SchemaError(f"{option} file {str(path)!r} is not a readable Parquet file: {exc}") from None
+    ref, cur = frames
+    chosen = columns.split(",") if columns else [c for c in ref.columns if c in cur.columns]
+    report = drift_report(ref, cur, correction=correction, alpha=alpha, min_psi=min_psi,
+                          min_wasserstein=min_wasserstein, columns=chosen)
+    if as_json:
+        _print_json(report)
+        return
+    table = Table("column", "test", "statistic", "p", "p adjusted", "drifted")
+    for c in report["columns"]:
+        table.add_row(c["column"], c["test"], _f(c["statistic"]), _f(c["p_value"]), _f(c["p_value_adjusted"]),
+                      "[red]yes[/red]" if c["drifted"] else "no")
+    out.print(table)
+    out.print(f"dataset drifted: {report['drifted']} ({correction}, alpha={alpha})")
 
 
 @models_app.command("list")
