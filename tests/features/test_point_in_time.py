@@ -30,15 +30,22 @@ FEATURES = [
     Latest("last_x_20m", "ev", "k", "x", max_age=20 * M),
 ]
 
-events_st = st.lists(
-    st.tuples(
-        st.sampled_from(["a", "b", "c"]),                       # key
-        st.integers(0, 180),                                     # available minute
-        st.integers(0, 40),                                      # how much earlier it happened
-        st.one_of(st.none(), st.integers(-50, 50).map(lambda v: v / 4)),  # value (missing allowed)
-    ),
-    min_size=1, max_size=40,
-)
+def _events(values):
+    return st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),                   # key
+            st.integers(0, 180),                                 # available minute
+            st.integers(0, 40),                                  # how much earlier it happened
+            st.one_of(st.none(), values),                        # value (missing allowed)
+        ),
+        min_size=1, max_size=40,
+    )
+
+
+# quarter values take the executor's general window-function path; integer values its exact
+# running-total path (count/sum/mean as differences of prefix sums): both must match the reference
+events_st = _events(st.integers(-50, 50).map(lambda v: v / 4))
+int_events_st = _events(st.integers(-1000, 1000).map(float))
 spine_st = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 200)), min_size=1, max_size=25)
 
 
@@ -106,6 +113,16 @@ def _sorted_for_log(events):
 @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=events_st, spine=spine_st)
 def test_offline_join_equals_brute_force_reference(events, spine):
+    _check_offline(events, spine)
+
+
+@settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=int_events_st, spine=spine_st)
+def test_offline_join_on_integer_values_equals_brute_force_reference(events, spine):
+    _check_offline(events, spine)
+
+
+def _check_offline(events, spine):
     events = _sorted_for_log(events)
     with tempfile.TemporaryDirectory() as tmp:
         log = EventLog(tmp)
