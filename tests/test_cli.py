@@ -23,7 +23,7 @@ def loopml(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: xdist may interleave modules on a worker; keep one demo state
 def demo(tmp_path_factory):
     state = tmp_path_factory.mktemp("demo")
     proc = loopml("demo", "--dir", str(state), "--until", "2013-04-08", "--json")
