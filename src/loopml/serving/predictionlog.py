@@ -1,7 +1,9 @@
 """The prediction log: every served prediction, and labels joined to it later by request id.
 
-Records are JSON lines appended to segment files (one per writer process and start), flushed to
-the OS on every batch and fsynced at most every ``fsync_every`` seconds (group commit). DuckDB
+Records are JSON lines appended to segment files (one per writer process and start), written and
+flushed to the operating system before a prediction is acknowledged -- so a killed process loses
+nothing it acknowledged -- and fsynced at most every ``fsync_every`` seconds (group commit), which
+bounds what a machine crash can lose. A line torn by a crash mid-write is skipped on reading. DuckDB
 reads the segments directly (``read_json``), so monitoring, label joins and the next training set
 query the log with SQL.
 """
@@ -108,8 +110,8 @@ class PredictionLog:
             where.append('p."at" < ?')
             params.append(pd.Timestamp(end))
         pred_sql = (f"SELECT request_id, entity_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", score "
-                    f"FROM read_json('{preds}', format='newline_delimited', columns={{request_id:'VARCHAR', "
-                    f"entity_id:'VARCHAR', model_version:'INTEGER', \"at\":'VARCHAR', score:'DOUBLE'}})")
+                    f"FROM read_json('{preds}', format='newline_delimited', ignore_errors=true, columns={{request_id:'VARCHAR', "
+                    f"entity_id:'VARCHAR', model_version:'INTEGER', \"at\":'VARCHAR', score:'DOUBLE'}}) WHERE request_id IS NOT NULL AND \"at\" IS NOT NULL")
         if labels is None:
             sql = f"SELECT p.*, NULL::DOUBLE AS label, NULL::TIMESTAMPTZ AS label_time FROM ({pred_sql}) p"
         else:
@@ -119,9 +121,9 @@ class PredictionLog:
             sql = f"""
                 WITH l AS (
                     SELECT request_id, label, CAST(label_time AS TIMESTAMPTZ) AS label_time
-                    FROM read_json('{labels}', format='newline_delimited',
+                    FROM read_json('{labels}', format='newline_delimited', ignore_errors=true,
                                    columns={{request_id:'VARCHAR', label:'DOUBLE', label_time:'VARCHAR'}})
-                    {lab_filter}
+                    WHERE request_id IS NOT NULL AND label_time IS NOT NULL {lab_filter.replace('WHERE', 'AND')}
                     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY label_time) = 1
                 )
                 SELECT p.*, l.label, l.label_time FROM ({pred_sql}) p LEFT JOIN l USING (request_id)
@@ -139,7 +141,8 @@ class PredictionLog:
         preds = self._glob("predictions")
         if preds is None:
             return pd.DataFrame()
-        return duckdb.sql(f"SELECT * FROM read_json_auto('{preds}', format='newline_delimited')").df()
+        return duckdb.sql(f"SELECT * FROM read_json_auto('{preds}', format='newline_delimited', ignore_errors=true) "
+                          "WHERE request_id IS NOT NULL").df()
 
 
 def _default(value: Any) -> Any:
