@@ -368,16 +368,22 @@ def _f(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
 
 
-def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: bool) -> None:
-    from loopml.loop import LoopController
+PolicyOpt = Annotated[str, typer.Option("--policy", help="static | monthly | weekly-stateful | triggered")]
+
+
+def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: bool, policy: str = "monthly") -> None:
+    from loopml.loop import LoopController, RetrainPolicy
     from loopml.reports import loop_report
 
     t0 = time.perf_counter()
+    retrain = RetrainPolicy.named(policy)
     with _progress() as bar:
-        result = LoopController(proj, ws, progress=_progress_callback(bar)).run(start, until)
+        result = LoopController(proj, ws, policy=retrain, progress=_progress_callback(bar)).run(start, until)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
                          decisions=result.decisions, calibration=result.calibration)
     doc = {"months": result.months, "report": str(report), "wall_seconds": round(time.perf_counter() - t0, 1),
+           "policy": policy, "retrainings": result.retrainings, "retrain_cpu_seconds": result.retrain_cpu_seconds,
+           "weeks": result.weekly,
            "decisions": [{k: d[k] for k in ("at", "kind", "version")} for d in result.decisions]}
     if as_json:
         _print_json(doc)
@@ -394,23 +400,24 @@ def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: boo
 
 @app.command()
 def replay(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
-           until: Annotated[str, typer.Option("--until")], state: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """Run the loop (serve, join labels, retrain monthly) on a replayed clock over [--from, --until)."""
+           until: Annotated[str, typer.Option("--until")], state: StateOpt = None, as_json: JsonOpt = False,
+           policy: PolicyOpt = "monthly") -> None:
+    """Run the loop (serve, join labels, retrain by policy) on a replayed clock over [--from, --until)."""
     proj, ws = _open(project, state)
-    _run_loop(proj, ws, _time(start, "--from"), _time(until, "--until"), as_json)
+    _run_loop(proj, ws, _time(start, "--from"), _time(until, "--until"), as_json, policy)
 
 
 @app.command()
 def demo(directory: Annotated[Path, typer.Option("--dir", help="State folder for the demo.")] = Path("demo-state"),
          until: Annotated[str, typer.Option("--until", help="Stop serving at this date (default: end of 2013).")] = "2014-01-01",
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False, policy: PolicyOpt = "monthly") -> None:
     """The whole loop on 2013's flights: ingest, train on Jan-Feb, serve from March, retrain monthly."""
     proj, ws = _open(_examples_dir(), directory)
     start = _time(proj.train_to, "train_to")
     end = _time(until, "--until")
     if end <= start:
         raise LoopmlError(f"--until must be after {start.date()} (serving starts when the Jan-Feb model is trained); got {until!r}")
-    _run_loop(proj, ws, start, end, as_json)
+    _run_loop(proj, ws, start, end, as_json, policy)
 
 
 def main() -> None:

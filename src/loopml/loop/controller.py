@@ -13,8 +13,9 @@ they arrive.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,30 +40,81 @@ from loopml.serving.schema import RequestSchema
 from loopml.timeutil import from_us, parse_time
 from loopml.workspace import Workspace
 
-__all__ = ["LoopController", "LoopResult", "RetrainPolicy", "month_starts"]
+__all__ = ["LoopController", "LoopResult", "RetrainPolicy", "month_starts", "week_starts"]
 
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """Monthly stateless retraining on a trailing window, promoted only on holdout evidence.
+    """When and how to retrain, and how a challenger earns promotion.
 
     Parameters
     ----------
+    cadence
+        How often the controller checks: ``"monthly"`` (first of the month, UTC), ``"weekly"``
+        (Mondays) or ``"never"`` (a static model).
+    mode
+        ``"stateless"``: train a new model on the trailing ``train_window``. ``"stateful"``:
+        continue boosting the champion (LightGBM ``init_model``) with ``stateful_rounds`` trees on
+        the data since its last training window, i.e. ``[t - cadence - holdout, t - holdout)``.
+    trigger
+        ``"schedule"``: retrain at every check. ``"performance"``: retrain only when the log loss of
+        the last 7 days' labelled predictions exceeds that of the 28 days before by more than
+        ``performance_threshold`` (relative), with at least ``min_holdout_labels`` labels.
     train_window
-        Length of the trailing training window ending at the retraining time.
+        Length of the trailing training window (stateless mode).
     holdout
-        The most recent part of that window, kept out of training and used to compare the
-        challenger with the champion (log loss; lower wins).
+        The most recent part of the data, kept out of training; the challenger must beat the
+        champion's log loss there (data neither has trained on) to be promoted.
     min_holdout_labels
         Below this many labelled holdout rows no promotion happens.
     label_wait
         After serving stops, how long labels of the last predictions are still collected.
     """
 
+    cadence: str = "monthly"
+    mode: str = "stateless"
+    trigger: str = "schedule"
     train_window: timedelta = timedelta(days=59)
     holdout: timedelta = timedelta(days=7)
+    stateful_rounds: int = 60
+    performance_threshold: float = 0.05
     min_holdout_labels: int = 1000
     label_wait: timedelta = timedelta(days=2)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("cadence", self.cadence, ("monthly", "weekly", "never")),
+                                     ("mode", self.mode, ("stateless", "stateful")),
+                                     ("trigger", self.trigger, ("schedule", "performance"))):
+            if value not in allowed:
+                raise InvalidConfig(f"RetrainPolicy.{name} must be one of {allowed}; got {value!r}")
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(days=7) if self.cadence == "weekly" else timedelta(days=30)
+
+    @classmethod
+    def named(cls, name: str) -> RetrainPolicy:
+        """The policies of the 2013 experiment: static, monthly, weekly-stateful, triggered."""
+        presets = {
+            "static": cls(cadence="never"),
+            "monthly": cls(cadence="monthly"),
+            "weekly-stateful": cls(cadence="weekly", mode="stateful"),
+            "triggered": cls(cadence="weekly", trigger="performance"),
+        }
+        if name not in presets:
+            raise InvalidConfig(f"policy must be one of {sorted(presets)}; got {name!r}")
+        return presets[name]
+
+
+def week_starts(start: datetime, until: datetime) -> list[datetime]:
+    """Mondays 00:00 UTC after ``start`` and before ``until``."""
+    d = datetime(start.year, start.month, start.day, tzinfo=start.tzinfo) + timedelta(days=1)
+    d += timedelta(days=(7 - d.weekday()) % 7)
+    out = []
+    while d < until:
+        out.append(d)
+        d += timedelta(days=7)
+    return out
 
 
 @dataclass
@@ -71,6 +123,8 @@ class LoopResult:
     decisions: list[dict[str, Any]]
     weekly: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, list[float]] = field(default_factory=dict)
+    retrainings: int = 0
+    retrain_cpu_seconds: float = 0.0
 
 
 def month_starts(start: datetime, until: datetime) -> list[datetime]:
@@ -134,7 +188,8 @@ class LoopController:
         reqs = records(requests, list(p.spine.request_fields))
         ids = requests[p.spine.id].astype(str).tolist()
         pending: dict[str, str] = {}
-        boundaries = month_starts(start, until)
+        boundaries = {"monthly": month_starts, "weekly": week_starts}.get(self.policy.cadence, lambda a, b: [])(start, until)
+        self.retrain_cpu_seconds, self.retrainings = 0.0, 0
 
         def advance(t: datetime) -> None:
             for source, events in replayer.advance_to(t):
@@ -156,7 +211,7 @@ class LoopController:
                 b = boundaries.pop(0)
                 advance(b)
                 online.flush()
-                self._retrain(b, predictor)
+                self._check(b, predictor, plog)
             advance(t)
             if day != t.date():
                 day = t.date()
@@ -174,7 +229,9 @@ class LoopController:
         for _, events in replayer_labels.advance_to(drain):
             self._join_labels(events, pending, plog)
         plog.close()
-        return self.summarize(start, until)
+        result = self.summarize(start, until)
+        result.retrainings, result.retrain_cpu_seconds = self.retrainings, round(self.retrain_cpu_seconds, 1)
+        return result
 
     def _requests(self, start: datetime, until: datetime) -> pd.DataFrame:
         """Spine events whose prediction time is in [start, until), in time order."""
@@ -199,17 +256,45 @@ class LoopController:
         if out:
             plog.log_labels(out)
 
+    def _check(self, at: datetime, predictor: Predictor, plog: PredictionLog) -> None:
+        """At a check time: decide whether to retrain (the trigger), then retrain and maybe promote."""
+        pol, name = self.policy, self.project.name
+        details: dict[str, Any] = {"kind": pol.trigger, "at": at.isoformat()}
+        if pol.trigger == "performance":
+            joined = plog.joined(start=at - timedelta(days=35), end=at, labelled_by=at)
+            joined = joined[joined["label"].notna()]
+            recent = joined[joined["at"] >= pd.Timestamp(at - timedelta(days=7))]
+            before = joined[joined["at"] < pd.Timestamp(at - timedelta(days=7))]
+            if len(recent) < pol.min_holdout_labels or len(before) < pol.min_holdout_labels:
+                return
+            ll_recent = binary_metrics(recent["label"].to_numpy(float), recent["score"].to_numpy(float))["log_loss"]
+            ll_before = binary_metrics(before["label"].to_numpy(float), before["score"].to_numpy(float))["log_loss"]
+            details.update(recent_log_loss=ll_recent, previous_log_loss=ll_before, labelled=int(len(recent)))
+            if ll_recent <= ll_before * (1 + pol.performance_threshold):
+                return
+        self.registry.record(name, "trigger", details=details, at=at.isoformat())
+        cpu = time.process_time()
+        self._retrain(at, predictor)
+        self.retrain_cpu_seconds += time.process_time() - cpu
+        self.retrainings += 1
+
     def _retrain(self, at: datetime, predictor: Predictor) -> None:
         """Train a challenger at ``at``; promote it if it beats the champion on the holdout."""
         p, pol, name = self.project, self.policy, self.project.name
         self.progress(f"retraining at {at.date()}", 0, 1)
         champion_v = self.registry.resolve(name, Registry.CHAMPION)
         _, champion = self.registry.load(name, champion_v)
-        train_start, holdout_start = at - pol.train_window, at - pol.holdout
-        self.registry.record(name, "trigger", details={"kind": "schedule", "at": at.isoformat()}, at=at.isoformat())
+        holdout_start = at - pol.holdout
+        if pol.mode == "stateful":
+            train_start = holdout_start - pol.period
+            project = replace(p, model_params={**p.model_params, "n_estimators": pol.stateful_rounds})
+            init = champion
+        else:
+            train_start, project, init = at - pol.train_window, p, None
         mv, challenger, _ = train_and_register(
-            p, self.log, self.registry, train_start, holdout_start, label_cutoff=at, parent=champion_v,
-            info={"trigger": "monthly schedule", "at": at.isoformat()}, at=at)
+            project, self.log, self.registry, train_start, holdout_start, label_cutoff=at, parent=champion_v,
+            init_model=init, info={"trigger": pol.trigger, "cadence": pol.cadence, "mode": pol.mode,
+                                   "at": at.isoformat()}, at=at)
         hold = build_dataset(self.log, p, holdout_start, at, label_cutoff=at)
         hold = hold[hold[p.label.name].notna()]
         y = hold[p.label.name].astype(float).to_numpy()
@@ -217,7 +302,7 @@ class LoopController:
             "holdout": [holdout_start.isoformat(), at.isoformat()], "labelled": int(len(y)),
             "challenger": binary_metrics(y, challenger.predict_frame(hold)),
             "champion": binary_metrics(y, champion.predict_frame(hold)),
-            "challenger_version": mv.version, "champion_version": champion_v,
+            "challenger_version": mv.version, "champion_version": champion_v, "mode": pol.mode,
         }
         wins = (len(y) >= pol.min_holdout_labels
                 and evidence["challenger"]["log_loss"] < evidence["champion"]["log_loss"])
