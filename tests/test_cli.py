@@ -128,6 +128,10 @@ def test_evaluate_json_contract(demo):
     assert {s["column"] for s in doc["slices"]["by_value"]} >= {"carrier", "origin"}
     assert {g["gate"] for g in doc["gates"]} >= {"ece", "beats_prior_baseline"}
     assert all(isinstance(g["passed"], bool) for g in doc["gates"])
+    card = Path(doc["model_card"]).read_text()
+    assert "# Model card: flights v1" in card and "Intended use" in card and "conformal" in card.lower()
+    html = Path(doc["report"]).read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "https://" not in html
 
 
 def test_batch_predict_scores_equal_the_served_online_scores(demo, tmp_path):

@@ -67,6 +67,9 @@ project = Project(
     categorical=("carrier", "origin", "dest"),
     model_params={"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
                   "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "seed": 0},
+    description=("Tell travellers two hours before scheduled departure how likely their flight from EWR, JFK or "
+                 "LGA is to arrive more than 15 minutes late (or not at all). Not for operational decisions about "
+                 "crews or aircraft; not validated outside New York 2013."),
     train_from="2013-01-01",
     train_to="2013-03-01",
 )

@@ -216,6 +216,16 @@ def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
         doc = evaluate_version(proj, ws.log, registry, model_version, _time(start, "--from"), _time(end, "--to"),
                                alpha=alpha)
         bar.update(task, total=1, completed=1)
+    from loopml.reports import evaluation_report, model_card
+
+    mv = registry.get(proj.name, doc["model_version"])
+    card = model_card(proj.name, {**mv.__dict__}, doc, intended_use=(proj.description or ""),
+                      sources=sorted({proj.spine.source, proj.label.source, *proj.feature_sources()}))
+    card_path = ws.reports / f"model-card-v{mv.version}.md"
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path.write_text(card, encoding="utf-8")
+    doc["model_card"] = str(card_path)
+    doc["report"] = str(evaluation_report(ws.reports / f"evaluate-v{mv.version}.html", doc, card))
     if as_json:
         _print_json(doc)
         return

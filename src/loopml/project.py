@@ -40,6 +40,8 @@ class Project:
         LightGBM parameters.
     train_from, train_to
         Default training window (ISO dates).
+    description
+        Intended use, for model cards.
     path
         The folder the project was loaded from.
     """
@@ -54,6 +56,7 @@ class Project:
     train_from: str = ""
     train_to: str = ""
     evaluate_months: int = 1
+    description: str = ""
     path: Path | None = None
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ Plots are drawn with matplotlib (Agg backend) and embedded as base64 PNG; no scr
 stylesheet is fetched from the network.
 """
 
+from loopml.reports.card import evaluation_report, model_card
 from loopml.reports.html import loop_report, training_report
 
-__all__ = ["loop_report", "training_report"]
+__all__ = ["evaluation_report", "loop_report", "model_card", "training_report"]

@@ -1,0 +1,169 @@
+"""Behavioural tests (CheckList) on small LightGBM models trained on simulated flights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError
+from loopml.evaluation import (
+    Directional,
+    Invariance,
+    MinimumFunctionality,
+    missing_feature_impact,
+    noise_stability,
+    run_behaviour_tests,
+)
+from loopml.training import train
+
+FEATURES = ["precip", "hour", "distance", "flight"]
+PARAMS = {"n_estimators": 50, "num_leaves": 7, "learning_rate": 0.1, "min_child_samples": 100,
+          "num_threads": 1, "deterministic": True, "seed": 0}
+
+
+def _flights(seed: int, n: int = 4000, *, precip_sign: float = 1.0, flight: str = "constant") -> pd.DataFrame:
+    """Delay probability rises with precipitation (falls, with ``precip_sign=-1``) and with the hour.
+
+    ``flight`` is "constant" (the model never sees it vary), "noise" (varies, irrelevant) or
+    "signal" (flights numbered below 500 are delay-prone, so a model learns to use the number).
+    """
+    rng = np.random.default_rng(seed)
+    precip = np.where(rng.uniform(size=n) < 0.6, 0.0, rng.exponential(1.0, size=n))
+    hour = rng.integers(5, 23, size=n).astype(float)
+    distance = rng.uniform(100.0, 3000.0, size=n)
+    number = rng.integers(1, 2000, size=n).astype(float)
+    logit = -1.3 + precip_sign * 1.2 * precip + 0.08 * (hour - 14) + 0.0002 * (distance - 1500)
+    if flight == "signal":
+        logit = logit + 1.5 * (number < 500)
+    y = (rng.uniform(size=n) < expit(logit)).astype(int)
+    if flight == "constant":
+        number = np.full(n, 100.0)
+    return pd.DataFrame({"precip": precip, "hour": hour, "distance": distance, "flight": number, "y": y})
+
+
+def _train(frame: pd.DataFrame, **extra):
+    return train(frame, features=FEATURES, label="y", params={**PARAMS, **extra})
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {
+        "right": _train(_flights(0)),
+        "monotone": _train(_flights(0), monotone_constraints=[1, 0, 0, 0]),
+        "wrong": _train(_flights(0, precip_sign=-1.0)),
+        "uses_flight": _train(_flights(0, flight="signal")),
+    }
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return _flights(1, flight="noise")  # real-looking rows to perturb: flight numbers vary here
+
+
+RAIN = Directional("more rain does not lower P(delay)", "precip", delta=0.5, direction="not_decrease",
+                   max_failure_rate=0.05)
+
+
+def _shuffle(values: pd.Series) -> np.ndarray:
+    return np.random.default_rng(7).permutation(values.to_numpy())
+
+
+def test_directional_precipitation_passes_for_the_true_relation_and_fails_for_the_wrong_sign(models, rows):
+    (right,) = run_behaviour_tests(models["right"], rows, [RAIN])
+    assert right["passed"] and right["n"] == 4000 and right["failure_rate"] <= 0.05
+    strict = Directional("rain, monotone", "precip", delta=0.5, direction="not_decrease",
+                         max_failure_rate=0.0)
+    (mono,) = run_behaviour_tests(models["monotone"], rows, [strict])
+    assert mono["passed"] and mono["failure_rate"] == 0.0 and mono["examples"] == []
+    (wrong,) = run_behaviour_tests(models["wrong"], rows, [RAIN])
+    assert not wrong["passed"] and wrong["failure_rate"] > 0.5
+    assert len(wrong["examples"]) == 5
+    drops = [e["score_before"] - e["score_after"] for e in wrong["examples"]]
+    assert drops == sorted(drops, reverse=True) and drops[-1] > 0  # worst first, all lowered the score
+    assert all(e["value_after"] == pytest.approx(e["value_before"] + 0.5) for e in wrong["examples"])
+    assert "failed" in wrong["message"] and "5.0% allowed" in wrong["message"]
+
+
+def test_invariance_passes_for_a_model_that_never_saw_the_flight_vary_and_fails_for_one_using_it(
+    models, rows
+):
+    test = Invariance("flight number is irrelevant", "flight", _shuffle, tolerance=0.01)
+    (ok,) = run_behaviour_tests(models["right"], rows, [test])
+    assert ok["passed"] and ok["failure_rate"] == 0.0 and ok["n"] > 3900  # rows whose number changed
+    (bad,) = run_behaviour_tests(models["uses_flight"], rows, [test])
+    assert not bad["passed"] and bad["failure_rate"] > 0.3
+    e = bad["examples"][0]
+    assert abs(e["score_after"] - e["score_before"]) > 0.01 and e["value_after"] != e["value_before"]
+    replace = Invariance("every flight is 1999", "flight", 1999.0)
+    (replaced,) = run_behaviour_tests(models["uses_flight"], rows, [replace])
+    assert not replaced["passed"]
+
+
+def test_minimum_functionality_with_obvious_rows(models, rows):
+    storm = MinimumFunctionality("storm in the evening", [{"precip": 5.0, "hour": 20.0}, {"precip": 4.0}],
+                                 "high")
+    dry = MinimumFunctionality("dry morning", [{"precip": 0.0, "hour": 6.0, "distance": 1500.0}], "low")
+    band = MinimumFunctionality("dry is not certain", [{"precip": 0.0}], lambda p: 0.02 < p < 0.6)
+    results = run_behaviour_tests(models["right"], rows, [storm, dry, band])
+    assert [(r["kind"], r["passed"], r["n"]) for r in results] == [("minimum_functionality", True, 2),
+                                                                 ("minimum_functionality", True, 1),
+                                                                 ("minimum_functionality", True, 1)]
+    (wrong,) = run_behaviour_tests(models["wrong"], rows, [storm])
+    assert not wrong["passed"] and wrong["failure_rate"] == 1.0
+    first = wrong["examples"][0]
+    assert first["row"] == {"precip": 5.0, "hour": 20.0} and first["score"] < 0.5
+
+
+def test_sampling_is_seeded_and_a_test_that_checks_nothing_fails(models, rows):
+    a = run_behaviour_tests(models["wrong"], rows, [RAIN], sample=500, seed=3)
+    b = run_behaviour_tests(models["wrong"], rows, [RAIN], sample=500, seed=3)
+    assert a == b and a[0]["n"] == 500
+    (empty,) = run_behaviour_tests(models["right"], rows.assign(flight=100.0),
+                                   [Invariance("no-op", "flight", 100.0)])
+    assert (empty["passed"], empty["n"]) == (False, 0) and np.isnan(empty["failure_rate"])
+    assert "checked no row" in empty["message"]
+
+
+def test_declarations_and_runs_reject_bad_inputs_with_their_values(models, rows):
+    with pytest.raises(InvalidConfig, match=r"direction must be one of .* got 'not_decreasing'"):
+        Directional("x", "precip", delta=1.0, direction="not_decreasing")
+    with pytest.raises(InvalidConfig, match="delta must be a non-zero finite number; got 0"):
+        Directional("x", "precip", delta=0)
+    with pytest.raises(InvalidConfig, match=r"perturb must be a function .* got list \[1, 2\]"):
+        Invariance("x", "flight", [1, 2])
+    with pytest.raises(InvalidConfig, match=r"expected must be one of \['high', 'low'\]; got 'hi'"):
+        MinimumFunctionality("x", [{"precip": 1.0}], "hi")
+    with pytest.raises(FeatureNotFound, match=r"'precipitation' is not a feature of the model.*\['precip'\]"):
+        run_behaviour_tests(models["right"], rows, [Directional("x", "precipitation", delta=1.0)])
+    with pytest.raises(FeatureNotFound, match=r"row key 'precip_mm'"):
+        run_behaviour_tests(models["right"], rows, [MinimumFunctionality("x", [{"precip_mm": 3.0}], "high")])
+    with pytest.raises(InvalidConfig, match=r"more than once: \['more rain does not lower P\(delay\)'\]"):
+        run_behaviour_tests(models["right"], rows, [RAIN, RAIN])
+    with pytest.raises(SchemaError, match="must be numeric to add delta"):
+        run_behaviour_tests(models["right"], rows.assign(precip=rows["precip"].astype(str)), [RAIN])
+
+
+def test_noise_stability_is_small_for_small_noise_and_grows_with_it(models, rows):
+    small = noise_stability(models["right"], rows, ["hour", "distance"], scale=0.01)
+    large = noise_stability(models["right"], rows, ["hour", "distance"], scale=0.5)
+    assert small["n"] == 4000 and small["mean_abs_change"] < 0.005
+    assert large["mean_abs_change"] > 5 * small["mean_abs_change"]
+    assert [p["feature"] for p in small["per_feature"]] == ["hour", "distance"]
+    assert small == noise_stability(models["right"], rows, ["hour", "distance"], scale=0.01)  # seeded
+    with pytest.raises(InvalidConfig, match=r"scale must be a positive .* got 0"):
+        noise_stability(models["right"], rows, ["hour"], scale=0)
+
+
+def test_missing_feature_impact_reports_the_change_when_an_important_group_is_removed(models, rows):
+    out = missing_feature_impact(models["right"], rows, {"weather": ["precip"], "flight": ["flight"]},
+                                 y=rows["y"])
+    weather, flight = out
+    assert weather["group"] == "weather" and weather["mean_abs_change"] > 0.02
+    assert weather["log_loss_change"] > 0.01
+    assert weather["log_loss_after"] == pytest.approx(weather["log_loss_before"] + weather["log_loss_change"])
+    # the model never split on the (constant) flight number, so losing it changes nothing
+    assert flight["mean_abs_change"] == 0.0 and flight["log_loss_change"] == 0.0
+    (no_labels,) = missing_feature_impact(models["right"], rows, {"weather": ["precip"]})
+    assert no_labels["log_loss_change"] is None and no_labels["mean_abs_change"] == weather["mean_abs_change"]
