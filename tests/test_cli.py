@@ -128,6 +128,9 @@ def test_evaluate_json_contract(demo):
     assert {s["column"] for s in doc["slices"]["by_value"]} >= {"carrier", "origin"}
     assert {g["gate"] for g in doc["gates"]} >= {"ece", "beats_prior_baseline"}
     assert all(isinstance(g["passed"], bool) for g in doc["gates"])
+    behaviour = {b["name"]: b for b in doc["behaviour"]}
+    assert behaviour["more rain does not lower P(delay)"]["passed"]  # the project declares monotone precipitation
+    assert doc["leakage"]["passed"] and {"behavioural_tests", "no_leakage"} <= {g["gate"] for g in doc["gates"]}
     card = Path(doc["model_card"]).read_text()
     assert "# Model card: flights v1" in card and "Intended use" in card and "conformal" in card.lower()
     html = Path(doc["report"]).read_text()

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import flightsdata
 
 from loopml import Aggregate, Label, Latest, Project, RequestFeature, Spine
+from loopml.evaluation import Directional, Invariance, MinimumFunctionality
 
 NY = ZoneInfo("America/New_York")
 H, D = timedelta(hours=1), timedelta(days=1)
@@ -51,6 +52,30 @@ features = [
     RequestFeature("dest", lambda r: r["dest"], "dest", dtype="category"),
 ]
 
+# Behavioural tests (after CheckList), run by `loopml evaluate` on real rows of the window.
+_storm = {"origin_dep_delay_mean_1h": 120.0, "origin_dep_delay_mean_3h": 90.0, "origin_departures_3h": 30.0,
+          "carrier_arr_delay_mean_24h": 60.0, "carrier_delayed_frac_7d": 0.6, "route_delayed_frac_7d": 0.7,
+          "plane_prev_arr_delay": 120.0, "origin_temp": 30.0, "origin_wind_speed": 30.0, "origin_visib": 0.5,
+          "origin_precip": 0.5, "sched_dep_hour_local": 19.0, "day_of_week": 4.0, "carrier": "EV", "origin": "EWR",
+          "dest": "ATL"}
+_calm = {"origin_dep_delay_mean_1h": -5.0, "origin_dep_delay_mean_3h": -4.0, "origin_departures_3h": 10.0,
+         "carrier_arr_delay_mean_24h": -10.0, "carrier_delayed_frac_7d": 0.1, "route_delayed_frac_7d": 0.05,
+         "plane_prev_arr_delay": -15.0, "origin_temp": 65.0, "origin_wind_speed": 5.0, "origin_visib": 10.0,
+         "origin_precip": 0.0, "sched_dep_hour_local": 7.0, "day_of_week": 1.0, "carrier": "DL", "origin": "LGA",
+         "dest": "ATL"}
+behaviour = [
+    Directional("more rain does not lower P(delay)", "origin_precip", delta=0.3, direction="not_decrease",
+                tolerance=0.01, max_failure_rate=0.05),
+    Directional("lower visibility does not lower P(delay)", "origin_visib", delta=-5.0, direction="not_decrease",
+                tolerance=0.01, max_failure_rate=0.05),
+    Directional("longer delays at the origin do not lower P(delay)", "origin_dep_delay_mean_3h", delta=60.0,
+                direction="not_decrease", tolerance=0.01, max_failure_rate=0.05),
+    Invariance("a plane one year older is not a different risk", "plane_age_years", lambda v: v + 1,
+               tolerance=0.05, max_failure_rate=0.05),
+    MinimumFunctionality("a stormy evening with a backed-up airport is high risk", [_storm], "high"),
+    MinimumFunctionality("a calm morning with early departures is low risk", [_calm], "low"),
+]
+
 project = Project(
     name="flights",
     load_events=flightsdata.load,
@@ -66,10 +91,14 @@ project = Project(
     features=features,
     categorical=("carrier", "origin", "dest"),
     model_params={"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
-                  "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "seed": 0},
+                  "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "seed": 0,
+                  # declared domain knowledge, checked by the behavioural tests above
+                  "monotone": {"origin_precip": 1, "origin_visib": -1, "origin_dep_delay_mean_1h": 1,
+                               "origin_dep_delay_mean_3h": 1}},
     description=("Tell travellers two hours before scheduled departure how likely their flight from EWR, JFK or "
                  "LGA is to arrive more than 15 minutes late (or not at all). Not for operational decisions about "
                  "crews or aircraft; not validated outside New York 2013."),
+    behaviour=behaviour,
     train_from="2013-01-01",
     train_to="2013-03-01",
 )

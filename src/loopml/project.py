@@ -42,6 +42,8 @@ class Project:
         Default training window (ISO dates).
     description
         Intended use, for model cards.
+    behaviour
+        Behavioural tests (:mod:`loopml.evaluation.behaviour`) run at every evaluation.
     path
         The folder the project was loaded from.
     """
@@ -57,10 +59,12 @@ class Project:
     train_to: str = ""
     evaluate_months: int = 1
     description: str = ""
+    behaviour: tuple[Any, ...] = ()
     path: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "behaviour", tuple(self.behaviour))
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

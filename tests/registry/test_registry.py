@@ -98,3 +98,17 @@ def test_model_artifact_is_json_not_pickle(tiny_model):
     blob = model.to_bytes()
     assert blob.startswith(b"{")
     assert GBMModel.from_bytes(blob).features == ["x", "c"]
+
+
+def test_monotone_param_is_applied_and_checked():
+    rng = np.random.default_rng(1)
+    n = 2000
+    frame = pd.DataFrame({"rain": rng.uniform(0, 1, n), "x": rng.normal(size=n)})
+    frame["y"] = (rng.uniform(size=n) < 0.2 + 0.5 * frame["rain"] * (np.sin(12 * frame["rain"]) > 0)).astype(float)
+    model = train(frame, features=["rain", "x"], label="y", params={"n_estimators": 30, "monotone": {"rain": 1}})
+    grid = pd.DataFrame({"rain": np.linspace(0, 1, 101), "x": 0.0})
+    assert (np.diff(model.predict_frame(grid)) >= -1e-12).all()
+    from loopml.errors import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match=r"unknown feature\(s\) \['snow'\]"):
+        train(frame, features=["rain", "x"], label="y", params={"monotone": {"snow": 1}})

@@ -18,6 +18,8 @@ from loopml.evaluation import (
     SplitConformalClassifier,
     compare_slices,
     coverage_report,
+    leakage_report,
+    run_behaviour_tests,
     expected_calibration_error,
     metrics_with_ci,
     reliability_curve,
@@ -111,11 +113,20 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     slices_all = slice_metrics(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
     worst = worst_slices(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
 
+    behaviour = run_behaviour_tests(model, rows, project.behaviour) if project.behaviour else []
+    categorical = [c for c in project.categorical if c in model.features]
+    leakage = leakage_report(rows, y, model.features, train_window=(mv.train_from, mv.train_to),
+                             test_window=(start, end), categorical=categorical)
+
     gate_results = [{"gate": "ece", "value": calibration["ece_uniform"], "threshold": gates.max_ece,
                      "passed": bool(calibration["ece_uniform"] <= gates.max_ece)},
                     {"gate": "beats_prior_baseline", "value": metrics["log_loss"]["value"],
                      "threshold": baselines["prior"]["log_loss"]["value"],
                      "passed": bool(metrics["log_loss"]["value"] < baselines["prior"]["log_loss"]["value"])}]
+    gate_results.append({"gate": "behavioural_tests", "value": sum(not b["passed"] for b in behaviour), "threshold": 0,
+                         "passed": all(b["passed"] for b in behaviour)})
+    gate_results.append({"gate": "no_leakage", "value": len(leakage["findings"]), "threshold": 0,
+                         "passed": bool(leakage["passed"])})
     if champion_p is not None:
         champ_ll = baselines["champion"]["log_loss"]["value"]
         gate_results.append({"gate": "log_loss_vs_champion", "value": metrics["log_loss"]["value"],
@@ -130,6 +141,7 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         "n": int(len(rows)), "unlabelled": int(len(frame) - len(rows)),
         "metrics": metrics, "baselines": baselines, "calibration": calibration,
         "conformal": conformal, "slices": {"by_value": slices_all, "worst": worst},
+        "behaviour": behaviour, "leakage": leakage,
         "gates": gate_results, "passed": all(g["passed"] for g in gate_results),
     }
 

@@ -94,10 +94,20 @@ class GBMModel:
         return self._booster().num_trees()
 
 
-def _native_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+def _native_params(params: Mapping[str, Any], features: Sequence[str]) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {"objective": "binary", "verbosity": -1, "num_threads": 2}
     rounds = 100
     for k, v in params.items():
+        if k == "monotone":
+            # {feature: +1 | -1} -> LightGBM's positional monotone_constraints
+            unknown = sorted(set(v) - set(features))
+            if unknown:
+                raise InvalidConfig(f"model param 'monotone' names unknown feature(s) {unknown}; features are {list(features)}")
+            bad = {f: d for f, d in v.items() if d not in (-1, 0, 1)}
+            if bad:
+                raise InvalidConfig(f"model param 'monotone' values must be -1, 0 or 1; got {bad}")
+            out["monotone_constraints"] = [int(v.get(f, 0)) for f in features]
+            continue
         name = _SKLEARN_NAMES.get(k, k)
         if name == "num_boost_round":
             rounds = int(v)
@@ -128,7 +138,7 @@ def train(frame: pd.DataFrame, *, features: Sequence[str], label: str, categoric
         categories = {c: sorted(str(v) for v in rows[c].dropna().unique()) for c in categorical}
     shell = GBMModel(None, features, categories)  # encoder only: no booster yet
     X = shell.encode_frame(rows)
-    native, rounds = _native_params(params or {})
+    native, rounds = _native_params(params or {}, features)
     cat_idx = [i for i, f in enumerate(features) if f in categories]
     ds = lgb.Dataset(X, label=y, feature_name=list(features), categorical_feature=cat_idx, free_raw_data=True)
     booster = lgb.train(native, ds, num_boost_round=rounds,
