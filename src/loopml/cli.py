@@ -134,6 +134,27 @@ def dataset_build(project: ProjectOpt, start: Annotated[str, typer.Option("--fro
     err.print(f"wrote {len(frame):,} rows x {frame.shape[1]} columns to {out_path} in {time.perf_counter() - t0:.1f}s")
 
 
+@features_app.command("materialize")
+def features_materialize(project: ProjectOpt, at: Annotated[str, typer.Option("--at", help="ISO time (UTC).")],
+                         state: StateOpt = None) -> None:
+    """Build the online store's state as of --at from the event log (no full replay), for a new deployment."""
+    from loopml.features import SQLiteOnlineStore
+    from loopml.features.materialize import materialize
+
+    proj, ws = _open(project, state)
+    t0 = time.perf_counter()
+    ex = materialize(ws.log, proj.features, _time(at, "--at"), store=SQLiteOnlineStore(ws.online_path))
+    n = sum(len(s) for s in ex._state.values())
+    err.print(f"materialised {n:,} entity states as of {at} into {ws.online_path} in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command("materialize")
+def materialize_cmd(project: ProjectOpt, at: Annotated[str, typer.Option("--at", help="ISO time (UTC).")],
+                    state: StateOpt = None) -> None:
+    """Same as `loopml features materialize`."""
+    features_materialize(project, at, state)
+
+
 @features_app.command("get")
 def features_get(project: ProjectOpt, entity: Annotated[str, typer.Option("--flight", "--id", help="Spine id, e.g. 2013-06-15:UA:1545:EWR")],
                  at: Annotated[str, typer.Option("--at", help="ISO time (UTC) of the lookup.")],

@@ -53,21 +53,25 @@ class Replayer:
     returned, in (available_time, event_time, event_id) order. Sources are independent streams, so
     per-source order is all the online state needs.
 
+    ``after=T`` skips everything available at or before T, to resume from a materialised state.
     Each source (restricted to ``start``/``end`` and to ``columns``) is read once up front: at the
     scale of the embedded backend (a year of flights is ~1M events) that is a second of work.
     """
 
     def __init__(self, log: EventLog, sources: Sequence[str], *, start: datetime | None = None,
-                 end: datetime | None = None, columns: Mapping[str, Sequence[str]] | None = None) -> None:
+                 end: datetime | None = None, after: datetime | None = None,
+                 columns: Mapping[str, Sequence[str]] | None = None) -> None:
         self.log = log
         self.sources = list(sources)
         self._batches: dict[str, EventBatch] = {}
         self._pos: dict[str, int] = {}
         for s in self.sources:
             wanted = None if columns is None or s not in columns else list(columns[s])
-            table = log.read(s, start=start, end=end, columns=wanted)
-            self._batches[s] = EventBatch.from_table(table, wanted)
-            self._pos[s] = 0
+            table = log.read(s, start=after if after is not None else start, end=end, columns=wanted)
+            batch = EventBatch.from_table(table, wanted)
+            self._batches[s] = batch
+            # `after`: resume strictly after a materialised state's time (events at it are already in)
+            self._pos[s] = 0 if after is None else bisect.bisect_right(batch.columns["available_time"], to_us(after))
         self.clock_us: int | None = None
 
     def advance_to(self, t: datetime) -> Iterator[tuple[str, EventBatch]]:

@@ -69,12 +69,19 @@ class ModelVersion:
 
 
 def git_commit(path: Path | None = None) -> str | None:
-    """The current git commit of ``path`` (or the working directory), or None outside a repository."""
+    """The git commit of ``path`` (or the working directory), suffixed ``-dirty`` if tracked files changed.
+
+    None outside a repository."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    # a version trained from uncommitted code says so: the commit alone would not reproduce it
+    return out.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def _now() -> str:
