@@ -152,3 +152,19 @@ def test_batch_predict_scores_equal_the_served_online_scores(demo, tmp_path):
     assert len(common) > 1500
     diff = (batch.loc[common, "score"] - served.loc[common, "score"]).abs()
     assert diff.max() < 1e-9
+
+
+def test_monitor_window_reports_drift_performance_and_alerts(demo):
+    state, _ = demo
+    doc = json.loads(loopml("monitor", "window", "--project", FLIGHTS, "--state", str(state), "--from", "2013-03-25",
+                            "--to", "2013-04-01", "--json").stdout)
+    assert doc["predictions"] > 6000 and doc["labelled"] == doc["predictions"]
+    assert {"columns", "drifted"} <= set(doc["feature_drift"])
+    assert 0.2 < doc["estimated_performance"]["log_loss"] < 0.8
+    assert abs(doc["realised_performance"]["log_loss"] - doc["estimated_performance"]["log_loss"]) < 0.2
+    assert doc["median_label_delay_minutes"] > 120  # labels land after the flight, which is >= 2 h after t
+    assert (state / "alerts.json").exists()
+    again = json.loads(loopml("monitor", "window", "--project", FLIGHTS, "--state", str(state), "--from",
+                              "2013-03-25", "--to", "2013-04-01", "--json").stdout)
+    assert again["alerts"]["open"] == doc["alerts"]["open"]
+    assert again["alerts"]["events"] == {}  # hysteresis: an open alert does not open again

@@ -321,6 +321,37 @@ def monitor_drift(reference: Annotated[Path, typer.Option("--reference", help="P
     out.print(f"dataset drifted: {report['drifted']} ({correction}, alpha={alpha})")
 
 
+@monitor_app.command("window")
+def monitor_window_cmd(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
+                       end: Annotated[str, typer.Option("--to")], state: StateOpt = None,
+                       as_json: JsonOpt = False) -> None:
+    """Drift of served features and scores vs the champion's training window, estimated and realised
+    performance, data quality and alerts (with hysteresis, state kept in STATE/alerts.json)."""
+    from loopml.loop.monitor import monitor_window
+    from loopml.registry import ArtifactStore, Registry
+    from loopml.serving.predictionlog import PredictionLog
+
+    proj, ws = _open(project, state)
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    with _progress() as bar:
+        task = bar.add_task("monitoring", total=None)
+        doc = monitor_window(proj, ws.log, registry, PredictionLog(ws.predictions), _time(start, "--from"),
+                             _time(end, "--to"), alerts_path=ws.root / "alerts.json")
+        bar.update(task, total=1, completed=1)
+    if as_json:
+        _print_json(doc)
+        return
+    if not doc["predictions"]:
+        out.print("no predictions served in that window")
+        return
+    out.print(f"{doc['predictions']:,} predictions by v{doc['model_version']}; drifted features: "
+              f"{', '.join(doc['feature_drift']['drifted_columns']) or 'none'}")
+    est, real = doc["estimated_performance"], doc["realised_performance"]
+    out.print(f"estimated log loss {est['log_loss']:.4f} ({'reliable' if est['reliable'] else 'UNRELIABLE'}); "
+              f"realised {_f(real['log_loss'] if real else None)} on {doc['labelled']:,} labels")
+    out.print(f"open alerts: {', '.join(doc['alerts']['open']) or 'none'}")
+
+
 @models_app.command("list")
 def models_list(project: ProjectOpt, state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Registered versions with their lineage and aliases."""
