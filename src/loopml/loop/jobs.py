@@ -85,10 +85,23 @@ def train_and_register(project: Project, log: EventLog, registry: Registry, star
     if eval_start is not None and eval_end is not None:
         evaluation = evaluate_model(project, log, model, frame, eval_start, eval_end, label_cutoff=eval_label_cutoff)
         metrics.update(evaluation.as_dict())
+    onnx_info = _export_onnx(model, frame, registry)
     mv = registry.register(
         project.name, model.to_bytes(), feature_hash=project.feature_hash, metrics=metrics,
         train_from=start.isoformat(), train_to=end.isoformat(),
         label_cutoff=(label_cutoff or end).isoformat(), git=git_commit(project.path), parent_version=parent,
-        info={"features": project.feature_names, "params": dict(project.model_params), **(info or {})},
+        info={"features": project.feature_names, "params": dict(project.model_params), "onnx": onnx_info,
+              **(info or {})},
         at=at.isoformat() if at is not None else None)
     return mv, model, evaluation
+
+
+def _export_onnx(model: GBMModel, frame: pd.DataFrame, registry: Registry, *, rows: int = 2000) -> dict[str, Any]:
+    """Export to ONNX, verify on a sample of real rows, store the verified bytes next to the model."""
+    from loopml.training.onnx import export_onnx
+
+    sample = frame.sample(min(rows, len(frame)), random_state=0) if len(frame) else frame
+    blob, report = export_onnx(model.booster, model.encode_frame(sample))
+    if blob is not None:
+        report["sha256"] = registry.artifacts.put(blob)
+    return report

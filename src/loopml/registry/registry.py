@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from loopml.registry.artifacts import ArtifactStore
 from loopml.training.model import GBMModel
 
 __all__ = ["ModelVersion", "Registry", "git_commit"]
+
+log = logging.getLogger("loopml.registry")
 
 _meta = sa.MetaData()
 versions_t = sa.Table(
@@ -167,7 +170,17 @@ class Registry:
     def load(self, model: str, ref: int | str = CHAMPION) -> tuple[ModelVersion, GBMModel]:
         """The version and its model, loaded only after its artifact's sha256 is verified."""
         mv = self.get(model, ref)
-        return mv, GBMModel.from_bytes(self.artifacts.get(mv.artifact_sha256))
+        gbm = GBMModel.from_bytes(self.artifacts.get(mv.artifact_sha256))
+        onnx = mv.info.get("onnx") or {}
+        if onnx.get("sha256"):
+            try:
+                gbm.use_onnx(self.artifacts.get(onnx["sha256"]))
+            except Exception as exc:  # any failure: keep serving natively, and say why
+                gbm.backend_reason = f"ONNX load failed: {type(exc).__name__}: {exc}"
+                log.warning("model %s v%s served natively: %s", model, mv.version, gbm.backend_reason)
+        elif onnx.get("reason"):
+            gbm.backend_reason = onnx["reason"]
+        return mv, gbm
 
     # -- aliases and decisions ------------------------------------------------------------------
     def promote(self, model: str, version: int | str, *, reason: str = "manual",

@@ -121,7 +121,9 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     # -- plain JSON --------------------------------------------------------------------------
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model": name, "model_version": predictor.version}
+        model = predictor._current[0]
+        return {"status": "ok", "model": name, "model_version": predictor.version, "backend": model.backend,
+                "backend_reason": model.backend_reason}
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:

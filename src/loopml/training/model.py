@@ -37,6 +37,23 @@ class GBMModel:
         self._codes = {k: {c: float(i) for i, c in enumerate(v)} for k, v in self.categories.items()}
         self._cat_idx = [(i, self._codes[f]) for i, f in enumerate(self.features) if f in self._codes]
         self._num_idx = [i for i, f in enumerate(self.features) if f not in self._codes]
+        self._onnx: Any = None
+        self.backend = "native"
+        self.backend_reason = "no verified ONNX export loaded"
+
+    def use_onnx(self, blob: bytes) -> None:
+        """Score with ONNX Runtime from now on (``blob`` was verified at registration)."""
+        from loopml.training.onnx import OnnxScorer
+
+        self._onnx = OnnxScorer(blob)
+        self.backend, self.backend_reason = "onnx", "verified ONNX export"
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.predict(X)
+        # One thread: for a handful of rows OpenMP start-up and spinning cost more than the trees,
+        # and on a busy machine they can cost 10x more.
+        return self._booster().predict(X, num_threads=1 if len(X) < 1000 else 0)
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.features if f not in frame.columns]
@@ -66,12 +83,10 @@ class GBMModel:
         return X
 
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        return self._booster().predict(self.encode_frame(frame))
+        return self._predict(self.encode_frame(frame))
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        # One thread: for a handful of rows OpenMP start-up and spinning cost more than the trees,
-        # and on a busy machine they can cost 10x more.
-        return self._booster().predict(self.encode_rows(rows), num_threads=1)
+        return self._predict(self.encode_rows(rows))
 
     def _booster(self) -> lgb.Booster:
         if self.booster is None:
