@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/loopml demo --dir demo-state
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pit.py

@@ -12,7 +12,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS = str(ROOT / "examples" / "flights")
-pytestmark = pytest.mark.xdist_group("cli")
 
 
 def loopml(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -23,7 +22,7 @@ def loopml(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="session")  # session: xdist may interleave modules on a worker; keep one demo state
+@pytest.fixture(scope="session")  # one demo state for the whole file (make test distributes by file)
 def demo(tmp_path_factory):
     state = tmp_path_factory.mktemp("demo")
     proc = loopml("demo", "--dir", str(state), "--until", "2013-04-08", "--json")
