@@ -105,7 +105,7 @@ def test_performance_reports_labelled_predictions(demo):
 @pytest.mark.parametrize(("args", "words"), [
     (["features", "get", "--flight", "2013-06-15:UA:1141:EWR", "--at", "June 15th"], ["BadTimestamp", "--at"]),
     (["features", "get", "--flight", "2013-06-15:XX:1:EWR", "--at", "2013-06-15"], ["EntityNotFound", "flight_id"]),
-    (["models", "promote", "99"], ["ModelNotFound", "99"]),
+    (["models", "promote", "99", "--force"], ["ModelNotFound", "99"]),
 ])
 def test_bad_input_exits_1_with_error_type_and_message(demo, args, words):
     state, _ = demo
@@ -167,3 +167,25 @@ def test_monitor_window_reports_drift_performance_and_alerts(demo):
                               "2013-03-25", "--to", "2013-04-01", "--json").stdout)
     assert again["alerts"]["open"] == doc["alerts"]["open"]
     assert again["alerts"]["events"] == {}  # hysteresis: an open alert does not open again
+
+
+def test_models_promote_enforces_gates_and_records_force(demo):
+    from loopml.registry import ArtifactStore, Registry
+
+    state, _ = demo
+    reg = Registry(f"sqlite:///{state / 'registry.sqlite'}", ArtifactStore(state / "artifacts"))
+    # a model evaluated on a window it was not made for: a strict gate (ECE) is likely to fail there;
+    # whatever the outcome, the decision and its gate numbers are recorded
+    proc = loopml("models", "promote", "1", "--project", FLIGHTS, "--state", str(state), "--from", "2013-03-25",
+                  "--to", "2013-04-08", check=False)
+    last = reg.decisions("flights")[-1]
+    if proc.returncode == 0:
+        assert last["kind"] == "promoted" and all(g["passed"] for g in last["details"]["evidence"]["gates"])
+    else:
+        assert "GateFailed" in proc.stderr and last["kind"] == "promotion_refused"
+        forced = loopml("models", "promote", "1", "--project", FLIGHTS, "--state", str(state), "--from", "2013-03-25",
+                        "--to", "2013-04-08", "--force")
+        assert "forced" in forced.stdout
+        last = reg.decisions("flights")[-1]
+        assert last["kind"] == "promoted" and last["details"]["evidence"]["forced"] is True
+    assert reg.resolve("flights", "champion") == 1

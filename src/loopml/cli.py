@@ -371,13 +371,37 @@ def models_list(project: ProjectOpt, state: StateOpt = None, as_json: JsonOpt = 
 
 @models_app.command("promote")
 def models_promote(project: ProjectOpt, version: Annotated[str, typer.Argument(help="Version number.")],
+                   start: Annotated[str | None, typer.Option("--from", help="Gate window start (default: the "
+                                                             "version's training end).")] = None,
+                   end: Annotated[str | None, typer.Option("--to", help="Gate window end (default: 30 days later).")] = None,
+                   force: Annotated[bool, typer.Option("--force", help="Promote even if gates fail (recorded).")] = False,
                    state: StateOpt = None) -> None:
-    """Make VERSION the champion (the old champion becomes 'previous')."""
+    """Make VERSION the champion if it passes the promotion gates (the old champion becomes 'previous')."""
+    from datetime import timedelta
+
+    from loopml.errors import GateFailed
+    from loopml.loop.assess import evaluate_version
     from loopml.registry import ArtifactStore, Registry
 
     proj, ws = _open(project, state)
-    mv = Registry(ws.registry_url, ArtifactStore(ws.artifacts)).promote(proj.name, version, reason="manual (CLI)")
-    out.print(f"{proj.name} v{mv.version} is now champion")
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    mv = registry.get(proj.name, version)
+    a = _time(start, "--from") if start else _time(mv.train_to or proj.train_to, "train_to")
+    b = _time(end, "--to") if end else a + timedelta(days=30)
+    with _progress() as bar:
+        task = bar.add_task(f"checking gates on {a.date()} .. {b.date()}", total=None)
+        doc = evaluate_version(proj, ws.log, registry, mv.version, a, b, n_boot=200)
+        bar.update(task, total=1, completed=1)
+    gates = [{k: g[k] for k in ("gate", "value", "threshold", "passed")} for g in doc["gates"]]
+    failed = [g["gate"] for g in gates if not g["passed"]]
+    evidence = {"window": doc["window"], "gates": gates, "forced": bool(failed) and force}
+    if failed and not force:
+        registry.record(proj.name, "promotion_refused", version=mv.version, details=evidence)
+        raise GateFailed(f"{proj.name} v{mv.version} failed gate(s) {failed} on {a.date()}..{b.date()}; "
+                         f"not promoted (use --force to override; the override is recorded)")
+    reason = "manual (CLI), gates passed" if not failed else f"FORCED despite failed gates {failed}"
+    registry.promote(proj.name, mv.version, reason=reason, evidence=evidence)
+    out.print(f"{proj.name} v{mv.version} is now champion" + (f" (forced past {failed})" if failed else ""))
 
 
 @models_app.command("rollback")

@@ -12,6 +12,7 @@ Each leaf also inherits the builtin that matches its meaning, so ``except KeyErr
     ├── RegistryError                       the model registry cannot do what was asked
     │   ├── ModelNotFound (KeyError)        no such model or version or alias
     │   └── ArtifactCorrupted               an artifact's sha256 does not match the registry
+    ├── GateFailed                          a version failed its promotion gates
     └── NotReady (RuntimeError)             something needed first has not happened (no champion yet)
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "EntityNotFound",
     "EventLogError",
     "FeatureNotFound",
+    "GateFailed",
     "InvalidConfig",
     "LoopmlError",
     "ModelNotFound",
@@ -83,6 +85,10 @@ class ModelNotFound(RegistryError, KeyError):
 
 class ArtifactCorrupted(RegistryError):
     """An artifact's content does not match the sha256 the registry recorded."""
+
+
+class GateFailed(LoopmlError):
+    """A version failed its promotion gates and was not promoted."""
 
 
 class NotReady(LoopmlError, RuntimeError):
