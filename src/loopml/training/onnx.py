@@ -9,6 +9,8 @@ reason recorded. Both batch and online scoring use the same path, so they still 
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -43,8 +45,11 @@ def export_onnx(booster: Any, X_check: np.ndarray, *, tolerance: float = 1e-5) -
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        onx = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, X_check.shape[1]]))],
-                                           zipmap=False, target_opset=15)
+        # the converter prints notes on stdout; keep stdout clean for `--json` output
+        with contextlib.redirect_stdout(sys.stderr):
+            onx = onnxmltools.convert_lightgbm(
+                booster, initial_types=[("input", FloatTensorType([None, X_check.shape[1]]))], zipmap=False,
+                target_opset=15)
         blob = onx.SerializeToString()
         onnx_scores = OnnxScorer(blob).predict(X_check)
     except Exception as exc:  # a converter or runtime failure means: serve natively, and say why
