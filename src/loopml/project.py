@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +141,3 @@ def load_project(path: str | Path) -> Project:
     if not isinstance(project, Project):
         raise InvalidConfig(f"{file} must define `project = loopml.Project(...)`; found {type(project).__name__}")
     return Project(**{**project.__dict__, "path": file.parent.resolve()})
-
-
-def sequence(x: Sequence[str] | str) -> tuple[str, ...]:
-    return (x,) if isinstance(x, str) else tuple(x)

@@ -23,7 +23,7 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -166,18 +166,3 @@ def definition_hash(features: tuple[Feature, ...] | list[Feature]) -> str:
     """sha256 of the features' definitions (order-insensitive), recorded with every model version."""
     payload = json.dumps(sorted((_describe(f) for f in features), key=lambda d: d["name"]), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """Validated, ordered features with name lookup."""
-
-    features: tuple[Feature, ...]
-    by_name: dict[str, Feature] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        names = [f.name for f in self.features]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise InvalidConfig(f"feature names must be unique; defined more than once: {dupes}")
-        object.__setattr__(self, "by_name", {f.name: f for f in self.features})
