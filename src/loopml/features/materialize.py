@@ -9,8 +9,6 @@ available strictly after T (``Replayer(..., after=T)``): no gap, no double count
 
 from __future__ import annotations
 
-import math
-from array import array
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -46,17 +44,7 @@ def materialize(log: EventLog, features: Sequence[Feature], at: datetime, *, sto
                 f"AND epoch_us(available_time) <= {at_us} ORDER BY available_time, event_time, event_id").fetchall()
             nk = len(g.keys)
             for row in rows:
-                key = tuple(row[:nk])
-                st = states.get(key)
-                if st is None:
-                    st = states[key] = GroupState()
-                    st.empty_like(g.window_cols)
-                st.ts.append(row[nk])
-                for c, v in zip(g.window_cols, row[nk + 1:], strict=True):
-                    ok = v is not None and v == v
-                    st.values[c].append(float(v) if ok else math.nan)
-                    cnt = st.valid[c]
-                    cnt.append((cnt[-1] if cnt else 0) + ok)
+                _state(states, tuple(row[:nk]), g.window_cols).append(row[nk], zip(g.window_cols, row[nk + 1:], strict=True))
         for c in g.latest_cols:
             rows = con.execute(
                 f"SELECT {keys}, epoch_us(available_time), epoch_us(event_time), event_id, {_q(c)} "
@@ -66,18 +54,19 @@ def materialize(log: EventLog, features: Sequence[Feature], at: datetime, *, sto
                 f"ORDER BY available_time DESC, event_time DESC, event_id DESC) = 1").fetchall()
             nk = len(g.keys)
             for row in rows:
-                key = tuple(row[:nk])
-                st = states.get(key)
-                if st is None:
-                    st = states[key] = GroupState()
-                    st.empty_like(g.window_cols)
-                st.latest[c] = [row[nk], row[nk + 1], row[nk + 2], row[nk + 3]]
+                _state(states, tuple(row[:nk]), g.window_cols).latest[c] = list(row[nk:nk + 4])
         for key, st in states.items():
-            if g.aggs and not st.ts:
-                st.ts = array("q")
             ex._state[g.id][key] = st
             ex._dirty[g.id].add(key)
     ex.watermark_us = at_us
     if store is not None:
         ex.flush()
     return ex
+
+
+def _state(states: dict[tuple[Any, ...], GroupState], key: tuple[Any, ...], window_cols: Sequence[str]) -> GroupState:
+    st = states.get(key)
+    if st is None:
+        st = states[key] = GroupState()
+        st.empty_like(window_cols)
+    return st

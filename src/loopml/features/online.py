@@ -79,6 +79,15 @@ class GroupState:
                 pos += 8 * n
         return cls(ts=ts, values=values, valid=valid, latest=head["latest"])
 
+    def append(self, ts: int, values: Iterable[tuple[str, Any]]) -> None:
+        """Add one event (available time in us, (column, value) pairs) to the window arrays."""
+        self.ts.append(ts)
+        for c, v in values:
+            ok = v is not None and v == v
+            self.values[c].append(float(v) if ok else math.nan)
+            cnt = self.valid[c]
+            cnt.append((cnt[-1] if cnt else 0) + ok)
+
     def empty_like(self, columns: Sequence[str]) -> None:
         for c in columns:
             self.values.setdefault(c, array("d"))
@@ -167,13 +176,7 @@ class OnlineExecutor:
                     st.empty_like(g.window_cols)
                     states[key] = st
                 if g.aggs:
-                    st.ts.append(avail[i])
-                    for c, vals in wcols.items():
-                        v = vals[i]
-                        ok = v is not None and v == v
-                        st.values[c].append(float(v) if ok else math.nan)
-                        cnt = st.valid[c]
-                        cnt.append((cnt[-1] if cnt else 0) + ok)
+                    st.append(avail[i], ((c, vals[i]) for c, vals in wcols.items()))
                 for c, vals in lcols.items():
                     v = vals[i]
                     if v is not None:

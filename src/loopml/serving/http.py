@@ -121,7 +121,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     # -- plain JSON --------------------------------------------------------------------------
     @app.get("/health")
     def health() -> dict[str, Any]:
-        model = predictor._current[0]
+        model = predictor.model
         return {"status": "ok", "model": name, "model_version": predictor.version, "backend": model.backend,
                 "backend_reason": model.backend_reason}
 

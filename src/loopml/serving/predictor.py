@@ -61,6 +61,10 @@ class Predictor:
     def version(self) -> int:
         return self._current[1]
 
+    @property
+    def model(self) -> GBMModel:
+        return self._current[0]
+
     def prediction_time(self, request: Mapping[str, Any]) -> datetime:
         return request[self.project.spine.time_column] - self.project.spine.lead
 
