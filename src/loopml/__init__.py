@@ -6,8 +6,11 @@ The names a project file needs are re-exported here; everything else lives in it
 """
 
 from loopml.errors import LoopmlError
+from loopml.evaluation.gates import Gates
 from loopml.features.definitions import Aggregate, Label, Latest, RequestFeature, Spine
 from loopml.project import Project, load_project
+from loopml.training.calibrate import Calibration
 
-__all__ = ["Aggregate", "Label", "Latest", "LoopmlError", "Project", "RequestFeature", "Spine", "load_project"]
+__all__ = ["Aggregate", "Calibration", "Gates", "Label", "Latest", "LoopmlError", "Project", "RequestFeature", "Spine",
+           "load_project"]
 __version__ = "0.1.0"

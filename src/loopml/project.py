@@ -16,7 +16,9 @@ from typing import Any
 import pandas as pd
 
 from loopml.errors import InvalidConfig, SchemaError
+from loopml.evaluation.gates import Gates
 from loopml.features.definitions import Feature, Label, RequestFeature, Spine, definition_hash
+from loopml.training.calibrate import Calibration
 
 __all__ = ["Project", "load_project"]
 
@@ -43,7 +45,13 @@ class Project:
     description
         Intended use, for model cards.
     behaviour
-        Behavioural tests (:mod:`loopml.evaluation.behaviour`) run at every evaluation.
+        Behavioural tests (:mod:`loopml.evaluation.behaviour`) run at every training and evaluation.
+    gates
+        The promotion policy (:class:`loopml.evaluation.gates.Gates` or a mapping of its fields);
+        ``loopml models promote`` and ``loopml evaluate`` enforce it. Defaults to ``Gates()``.
+    calibration
+        :class:`loopml.training.calibrate.Calibration` to recalibrate every trained model on a
+        held-out end of its training window (stored with the version, applied at serving), or None.
     path
         The folder the project was loaded from.
     """
@@ -60,11 +68,17 @@ class Project:
     evaluate_months: int = 1
     description: str = ""
     behaviour: tuple[Any, ...] = ()
+    gates: Gates | Mapping[str, Any] | None = None
+    calibration: Calibration | None = None
     path: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "behaviour", tuple(self.behaviour))
+        object.__setattr__(self, "gates", Gates.coerce(self.gates))
+        if self.calibration is not None and not isinstance(self.calibration, Calibration):
+            raise InvalidConfig(f"Project {self.name!r}: calibration must be loopml Calibration(...) or None; "
+                                f"got {type(self.calibration).__name__}")
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

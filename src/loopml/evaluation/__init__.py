@@ -3,69 +3,64 @@
 :func:`binary_metrics` computes log loss, ROC AUC and Brier score (scikit-learn's implementations);
 :class:`PriorBaseline` predicts the training positive rate; :class:`GroupRateBaseline` predicts a
 group's historical rate (e.g. per carrier), shrunk towards the prior when the group is small.
+Also: bootstrap intervals, calibration, conformal prediction, slices, behavioural tests, leakage
+checks and promotion gates (:class:`Gates`), one module each.
+
+Submodules are imported on first use (``loopml.evaluation.Gates`` does not pull in scikit-learn), so
+that a project file or ``import loopml`` stays fast.
 """
 
-from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
-from loopml.evaluation.behaviour import (
-    Directional,
-    Invariance,
-    MinimumFunctionality,
-    missing_feature_impact,
-    noise_stability,
-    run_behaviour_tests,
-)
-from loopml.evaluation.bootstrap import metric_with_ci, metrics_with_ci
-from loopml.evaluation.calibration import (
-    IdentityCalibrator,
-    IsotonicCalibrator,
-    PlattCalibrator,
-    ReliabilityCurve,
-    TemperatureScaling,
-    calibrator_from_dict,
-    choose_calibrator,
-    expected_calibration_error,
-    reliability_curve,
-)
-from loopml.evaluation.conformal import (
-    SplitConformalClassifier,
-    SplitConformalRegressor,
-    conformal_quantile,
-    coverage_report,
-)
-from loopml.evaluation.leakage import availability_violations, leakage_report, single_feature_auc
-from loopml.evaluation.metrics import binary_metrics, compare
-from loopml.evaluation.slices import compare_slices, slice_metrics, worst_slices
+from __future__ import annotations
 
-__all__ = [
-    "Directional",
-    "GroupRateBaseline",
-    "IdentityCalibrator",
-    "Invariance",
-    "IsotonicCalibrator",
-    "MinimumFunctionality",
-    "PlattCalibrator",
-    "PriorBaseline",
-    "ReliabilityCurve",
-    "SplitConformalClassifier",
-    "SplitConformalRegressor",
-    "TemperatureScaling",
-    "availability_violations",
-    "binary_metrics",
-    "calibrator_from_dict",
-    "choose_calibrator",
-    "compare",
-    "compare_slices",
-    "conformal_quantile",
-    "coverage_report",
-    "expected_calibration_error",
-    "leakage_report",
-    "metric_with_ci",
-    "metrics_with_ci",
-    "missing_feature_impact",
-    "noise_stability",
-    "reliability_curve",
-    "run_behaviour_tests",
-    "single_feature_auc",
-    "slice_metrics",
-    "worst_slices",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Directional": "loopml.evaluation.behaviour",
+    "Gates": "loopml.evaluation.gates",
+    "GroupRateBaseline": "loopml.evaluation.baselines",
+    "IdentityCalibrator": "loopml.evaluation.calibration",
+    "Invariance": "loopml.evaluation.behaviour",
+    "IsotonicCalibrator": "loopml.evaluation.calibration",
+    "MinimumFunctionality": "loopml.evaluation.behaviour",
+    "PlattCalibrator": "loopml.evaluation.calibration",
+    "PriorBaseline": "loopml.evaluation.baselines",
+    "ReliabilityCurve": "loopml.evaluation.calibration",
+    "SplitConformalClassifier": "loopml.evaluation.conformal",
+    "SplitConformalRegressor": "loopml.evaluation.conformal",
+    "TemperatureScaling": "loopml.evaluation.calibration",
+    "availability_violations": "loopml.evaluation.leakage",
+    "binary_metrics": "loopml.evaluation.metrics",
+    "calibrator_from_dict": "loopml.evaluation.calibration",
+    "check_gates": "loopml.evaluation.gates",
+    "choose_calibrator": "loopml.evaluation.calibration",
+    "compare": "loopml.evaluation.metrics",
+    "compare_slices": "loopml.evaluation.slices",
+    "conformal_quantile": "loopml.evaluation.conformal",
+    "coverage_report": "loopml.evaluation.conformal",
+    "expected_calibration_error": "loopml.evaluation.calibration",
+    "leakage_report": "loopml.evaluation.leakage",
+    "metric_with_ci": "loopml.evaluation.bootstrap",
+    "metrics_with_ci": "loopml.evaluation.bootstrap",
+    "missing_feature_impact": "loopml.evaluation.behaviour",
+    "noise_stability": "loopml.evaluation.behaviour",
+    "reliability_curve": "loopml.evaluation.calibration",
+    "run_behaviour_tests": "loopml.evaluation.behaviour",
+    "single_feature_auc": "loopml.evaluation.leakage",
+    "slice_metrics": "loopml.evaluation.slices",
+    "worst_slices": "loopml.evaluation.slices",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'loopml.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -3,7 +3,7 @@ calibration, conformal coverage, slices and promotion gates. Used by ``loopml ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,10 +22,13 @@ from loopml.evaluation import (
     run_behaviour_tests,
     expected_calibration_error,
     metrics_with_ci,
+    missing_feature_impact,
+    noise_stability,
     reliability_curve,
     slice_metrics,
     worst_slices,
 )
+from loopml.evaluation.gates import Gates, check_gates
 from loopml.events.log import EventLog
 from loopml.project import Project
 from loopml.registry.registry import Registry
@@ -35,26 +38,6 @@ __all__ = ["Gates", "evaluate_version", "score_window"]
 
 SLICE_COLUMNS = ("carrier", "origin", "month", "sched_dep_hour_local", "distance")
 BANDS = {"sched_dep_hour_local": [0, 6, 12, 18, 24], "distance": [0, 500, 1000, 2000, 5000]}
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Promotion gates (defaults; a project may override them later).
-
-    Parameters
-    ----------
-    max_log_loss_increase
-        The candidate's log loss may exceed the champion's by at most this (nats).
-    max_ece
-        Largest allowed expected calibration error (10 equal-width bins).
-    min_slice_support, max_slice_worse
-        No slice with at least this many rows may be worse than the champion's by more than this.
-    """
-
-    max_log_loss_increase: float = 0.0
-    max_ece: float = 0.03
-    min_slice_support: int = 500
-    max_slice_worse: float = 0.02
 
 
 def score_window(project: Project, log: EventLog, model: GBMModel, start: datetime, end: datetime) -> pd.DataFrame:
@@ -67,8 +50,18 @@ def score_window(project: Project, log: EventLog, model: GBMModel, start: dateti
 def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: str | int, start: datetime,
                      end: datetime, *, alpha: float = 0.1, gates: Gates | None = None, n_boot: int = 1000,
                      seed: int = 0) -> dict[str, Any]:
-    """Everything a careful reviewer asks before a model goes out, as one JSON-able document."""
-    gates = gates or Gates()
+    """Everything a careful reviewer asks before a model goes out, as one JSON-able document.
+
+    ``gates`` defaults to the project's (``Project.gates``). ``timings`` gives seconds per stage.
+    """
+    gates = Gates.coerce(gates if gates is not None else project.gates)
+    clock, timings = time.perf_counter(), {}
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
     name, label = project.name, project.label.name
     mv, model = registry.load(name, ref)
     frame = score_window(project, log, model, start, end)
@@ -77,6 +70,7 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         raise InvalidConfig(f"no labelled rows between {start.isoformat()} and {end.isoformat()}")
     y = rows[label].astype(float).to_numpy()
     p = rows["score"].to_numpy(float)
+    lap("features_and_scoring")
     metrics = metrics_with_ci(y, p, n_boot=n_boot, seed=seed)
 
     # baselines fitted on the version's own training window
@@ -101,6 +95,7 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         baselines["champion"] = {"version": champ_v, **metrics_with_ci(y, champion_p, n_boot=n_boot, seed=seed,
                                                                        metrics=("log_loss", "roc_auc", "brier", "ece"))}
 
+    lap("metrics_and_baselines")
     curve = reliability_curve(y, p, n_bins=10)
     calibration = {
         "ece_uniform": expected_calibration_error(y, p, n_bins=10, strategy="uniform"),
@@ -109,40 +104,45 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
                         "count": curve.count.tolist()},
     }
 
+    calibration["recalibration"] = {k: v for k, v in model.meta["calibration"].items() if k != "params"} \
+        if "calibration" in model.meta else None
+    if calibration["recalibration"] is not None:
+        raw = model.predict_raw_frame(rows)
+        calibration["ece_uniform_before_recalibration"] = expected_calibration_error(y, raw, n_bins=10)
     conformal = _conformal(project, log, model, start, rows, y, p, alpha)
+    lap("calibration_and_conformal")
     slices_all = slice_metrics(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
     worst = worst_slices(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
 
+    lap("slices")
     behaviour = run_behaviour_tests(model, rows, project.behaviour) if project.behaviour else []
+    robustness = _robustness(project, model, rows, y)
+    lap("behaviour_and_robustness")
     categorical = [c for c in project.categorical if c in model.features]
     leakage = leakage_report(rows, y, model.features, train_window=(mv.train_from, mv.train_to),
                              test_window=(start, end), categorical=categorical)
+    lap("leakage")
+    explanations = _explanations(model, rows)
+    curves = _curves(y, p)
+    lap("explanations_and_curves")
 
-    gate_results = [{"gate": "ece", "value": calibration["ece_uniform"], "threshold": gates.max_ece,
-                     "passed": bool(calibration["ece_uniform"] <= gates.max_ece)},
-                    {"gate": "beats_prior_baseline", "value": metrics["log_loss"]["value"],
-                     "threshold": baselines["prior"]["log_loss"]["value"],
-                     "passed": bool(metrics["log_loss"]["value"] < baselines["prior"]["log_loss"]["value"])}]
-    gate_results.append({"gate": "behavioural_tests", "value": sum(not b["passed"] for b in behaviour), "threshold": 0,
-                         "passed": all(b["passed"] for b in behaviour)})
-    gate_results.append({"gate": "no_leakage", "value": len(leakage["findings"]), "threshold": 0,
-                         "passed": bool(leakage["passed"])})
+    champion_ll = worse = None
     if champion_p is not None:
-        champ_ll = baselines["champion"]["log_loss"]["value"]
-        gate_results.append({"gate": "log_loss_vs_champion", "value": metrics["log_loss"]["value"],
-                             "threshold": champ_ll + gates.max_log_loss_increase,
-                             "passed": bool(metrics["log_loss"]["value"] <= champ_ll + gates.max_log_loss_increase)})
+        champion_ll = baselines["champion"]["log_loss"]["value"]
         worse = compare_slices(rows, y, p, champion_p, SLICE_COLUMNS, min_support=gates.min_slice_support,
                                max_worse=gates.max_slice_worse, bands=BANDS)
-        gate_results.append({"gate": "no_slice_worse_than_champion", "value": len(worse), "threshold": 0,
-                             "passed": not worse, "slices": worse})
+    gate_results = check_gates(gates, log_loss=metrics["log_loss"]["value"],
+                               prior_log_loss=baselines["prior"]["log_loss"]["value"], ece=calibration["ece_uniform"],
+                               behaviour=behaviour, leakage=leakage, champion_log_loss=champion_ll, slices_worse=worse)
+    lap("gates")
     return {
         "model": name, "model_version": mv.version, "window": [start.isoformat(), end.isoformat()],
         "n": int(len(rows)), "unlabelled": int(len(frame) - len(rows)),
         "metrics": metrics, "baselines": baselines, "calibration": calibration,
         "conformal": conformal, "slices": {"by_value": slices_all, "worst": worst},
-        "behaviour": behaviour, "leakage": leakage,
-        "gates": gate_results, "passed": all(g["passed"] for g in gate_results),
+        "behaviour": behaviour, "robustness": robustness, "leakage": leakage, "explanations": explanations,
+        "curves": curves, "gate_policy": gates.to_dict(),
+        "gates": gate_results, "passed": all(g["passed"] for g in gate_results), "timings": timings,
     }
 
 
@@ -174,3 +174,47 @@ def _conformal(project: Project, log: EventLog, model: GBMModel, start: datetime
 def _two_class(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=float)
     return np.column_stack([1 - p, p])
+
+
+def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, *,
+                sample: int = 5000) -> dict[str, Any]:
+    """Score stability under 1% noise on numeric features, and the cost of each source's features going missing."""
+    take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
+    y_take = y[rows.index.get_indexer(take.index)]
+    take = take.reset_index(drop=True)
+    numeric = [f for f in model.features if f not in model.categories and pd.api.types.is_numeric_dtype(take[f])]
+    by_source: dict[str, list[str]] = {}
+    for f in project.features:
+        source = getattr(f, "source", "request")
+        if f.name in model.features:
+            by_source.setdefault(source, []).append(f.name)
+    return {"noise": noise_stability(model, take, numeric, scale=0.01) if numeric else None,
+            "missing_source": missing_feature_impact(model, take, {f"{s} feed down": fs for s, fs in by_source.items()},
+                                                     y=y_take)}
+
+
+def _explanations(model: GBMModel, rows: pd.DataFrame, *, sample: int = 2000) -> dict[str, Any]:
+    """Global importance (split gain) and mean |SHAP| per feature on a sample, plus the sample's top contributors."""
+    take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
+    contrib = model.contributions_frame(take)
+    mean_abs = contrib.drop(columns="bias").abs().mean().sort_values(ascending=False)
+    return {"gain": dict(sorted(model.importance("gain").items(), key=lambda kv: -kv[1])),
+            "mean_abs_shap": {k: float(v) for k, v in mean_abs.items()}, "shap_rows": int(len(take)),
+            "note": "SHAP values (LightGBM pred_contrib) are contributions to the raw log-odds, before recalibration"}
+
+
+def _curves(y: np.ndarray, p: np.ndarray, *, points: int = 200) -> dict[str, Any]:
+    """ROC and precision-recall curves (scikit-learn), thinned to about ``points`` points for the report."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    precision, recall, _ = precision_recall_curve(y, p)
+
+    def thin(*arrays: np.ndarray) -> list[list[float]]:
+        idx = np.unique(np.linspace(0, len(arrays[0]) - 1, min(points, len(arrays[0]))).astype(int))
+        return [np.round(a[idx], 5).tolist() for a in arrays]
+
+    fpr_t, tpr_t = thin(fpr, tpr)
+    rec_t, prec_t = thin(recall, precision)
+    return {"roc": {"fpr": fpr_t, "tpr": tpr_t}, "pr": {"recall": rec_t, "precision": prec_t},
+            "positive_rate": float(np.mean(y))}

@@ -15,6 +15,7 @@ from loopml.evaluation.metrics import binary_metrics
 from loopml.events.log import EventLog
 from loopml.project import Project
 from loopml.registry.registry import ModelVersion, Registry, git_commit
+from loopml.training.calibrate import fit_calibrator, split_for_calibration
 from loopml.training.model import GBMModel, train
 
 __all__ = ["Evaluation", "evaluate_model", "fit_window", "train_and_register"]
@@ -45,9 +46,19 @@ def fit_window(project: Project, log: EventLog, start: datetime, end: datetime, 
     """Train on spine rows in [start, end) whose labels were available by ``label_cutoff`` (default ``end``)."""
     cutoff = label_cutoff or end
     frame = build_dataset(log, project, start, end, label_cutoff=cutoff)
-    model = train(frame, features=project.feature_names, label=project.label.name, categorical=project.categorical,
+    settings, label = project.calibration, project.label.name
+    boost = frame
+    if settings is not None:
+        boost, held, boundary = split_for_calibration(frame, settings.fraction)
+    model = train(boost, features=project.feature_names, label=label, categorical=project.categorical,
                   params=project.model_params, init_model=init_model,
                   meta={"train_from": start.isoformat(), "train_to": end.isoformat(), "label_cutoff": cutoff.isoformat()})
+    if settings is not None:
+        held = held[held[label].notna()]
+        record = fit_calibrator(model.predict_raw_frame(held), held[label].astype(float).to_numpy(),
+                                held["prediction_time"], settings)
+        record["window"] = [pd.Timestamp(boundary).isoformat() if boundary is not None else None, end.isoformat()]
+        model.set_calibration(record)
     return model, frame
 
 
@@ -86,6 +97,15 @@ def train_and_register(project: Project, log: EventLog, registry: Registry, star
         evaluation = evaluate_model(project, log, model, frame, eval_start, eval_end, label_cutoff=eval_label_cutoff)
         metrics.update(evaluation.as_dict())
     onnx_info = _export_onnx(model, frame, registry)
+    if project.behaviour:  # declared behavioural tests run at every training, on the training rows
+        from loopml.evaluation.behaviour import run_behaviour_tests
+
+        labelled = frame[frame[project.label.name].notna()].reset_index(drop=True)
+        results = run_behaviour_tests(model, labelled, project.behaviour, sample=2000)
+        metrics["behaviour"] = {"passed": all(r["passed"] for r in results),
+                                "failed": [r["name"] for r in results if not r["passed"]], "n_tests": len(results)}
+    if "calibration" in model.meta:
+        metrics["calibration"] = {k: v for k, v in model.meta["calibration"].items() if k != "params"}
     mv = registry.register(
         project.name, model.to_bytes(), feature_hash=project.feature_hash, metrics=metrics,
         train_from=start.isoformat(), train_to=end.isoformat(),

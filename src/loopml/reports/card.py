@@ -37,7 +37,16 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
         lines.append(f"- {name}: " + "; ".join(parts))
     c = doc["calibration"]
     lines += ["", "## Calibration", f"- ECE (10 equal-width bins): {c['ece_uniform']:.4f}; "
-              f"equal-mass bins: {c['ece_quantile']:.4f}", ""]
+              f"equal-mass bins: {c['ece_quantile']:.4f}"]
+    rec = c.get("recalibration")
+    if rec:
+        lines.append(f"- recalibrator stored with this version and applied at serving: **{rec['kind']}** "
+                     f"(chosen by validation log loss among {', '.join(rec.get('chosen_from') or ['identity'])}, "
+                     f"on {rec.get('held_out_rows', 0):,} held-out rows); ECE before recalibration "
+                     f"{c.get('ece_uniform_before_recalibration', float('nan')):.4f}")
+    else:
+        lines.append("- no recalibrator: scores are LightGBM's own probabilities")
+    lines.append("")
     cf = doc["conformal"]
     lines += ["## Conformal prediction sets", f"- alpha {cf['alpha']} ({cf['score']} score), calibrated on "
               f"{cf['calibration_window'][0][:10]}..{cf['calibration_window'][1][:10]}",
@@ -48,6 +57,26 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
               else "No slice is significantly worse than the rest."]
     lines += [f"- {w['column']} = {w['value']}: n {w['n']:,}, log loss {w['log_loss']:.4f} vs rest "
               f"{w['rest_log_loss']:.4f}" for w in worst[:10]]
+    behaviour = doc.get("behaviour") or []
+    if behaviour:
+        lines += ["", "## Behavioural tests", "", "| test | kind | passed | failure rate | rows |", "|---|---|---|---|---|"]
+        lines += [f"| {b['name']} | {b['kind']} | {'yes' if b['passed'] else '**no**'} | {b['failure_rate']:.3f} | "
+                  f"{b['n']:,} |" for b in behaviour]
+    rob = doc.get("robustness")
+    if rob:
+        lines += ["", "## Robustness"]
+        if rob.get("noise"):
+            lines.append(f"- 1% Gaussian noise on every numeric feature moves the score by {rob['noise']['mean_abs_change']:.4f} "
+                         f"on average (max {rob['noise']['max_abs_change']:.4f}) on {rob['noise']['n']:,} rows")
+        for m in rob.get("missing_source") or []:
+            change = m.get("log_loss_change")
+            lines.append(f"- {m['group']} ({len(m['features'])} features missing): mean |score change| "
+                         f"{m['mean_abs_change']:.4f}" + (f", log loss {change:+.4f}" if change is not None else ""))
+    ex = doc.get("explanations")
+    if ex:
+        top = list(ex["mean_abs_shap"].items())[:8]
+        lines += ["", "## What drives the score", "Mean |SHAP| (raw log-odds) on "
+                  f"{ex['shap_rows']:,} rows: " + ", ".join(f"{k} {v:.3f}" for k, v in top)]
     lines += ["", "## Gates"]
     lines += [f"- {g['gate']}: {'pass' if g['passed'] else 'FAIL'} (value {float(g['value']):.4f}, threshold "
               f"{float(g['threshold']):.4f})" for g in doc["gates"]]
@@ -59,9 +88,15 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
     return "\n".join(lines)
 
 
+def _gate_table(gates: list[Mapping[str, Any]]) -> str:
+    rows = "".join(f"<tr><td class=l>{html.escape(str(g['gate']))}</td><td>{'pass' if g['passed'] else '<b>FAIL</b>'}</td>"
+                   f"<td>{float(g['value']):.4f}</td><td>{float(g['threshold']):.4f}</td></tr>" for g in gates)
+    return f"<table><tr><th class=l>gate</th><th>result</th><th>value</th><th>threshold</th></tr>{rows}</table>"
+
+
 def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
-    """Self-contained HTML: reliability diagram, slice chart, coverage per origin, and the model card."""
-    parts = []
+    """Self-contained HTML: reliability, ROC and PR curves, slices, importance, robustness, coverage, and the card."""
+    parts = ["<h2>Gates</h2>", _gate_table(doc["gates"])]
     rel = doc["calibration"]["reliability"]
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], linestyle=":", color="gray")
@@ -70,6 +105,22 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
     ax.set_ylabel("observed fraction delayed")
     ax.set_title("Reliability diagram")
     parts.append(_png(fig))
+    curves = doc.get("curves")
+    if curves:
+        fig, (ax1, ax2) = _figure(ncols=2)
+        ax1.plot([0, 1], [0, 1], linestyle=":", color="gray")
+        ax1.plot(curves["roc"]["fpr"], curves["roc"]["tpr"])
+        ax1.set_xlabel("false positive rate")
+        ax1.set_ylabel("true positive rate")
+        ax1.set_title(f"ROC (AUC {doc['metrics']['roc_auc']['value']:.3f})")
+        ax2.plot(curves["pr"]["recall"], curves["pr"]["precision"])
+        ax2.axhline(curves["positive_rate"], linestyle=":", color="gray", label="no skill")
+        ax2.set_xlabel("recall")
+        ax2.set_ylabel("precision")
+        pr_auc = doc["metrics"].get("pr_auc")
+        ax2.set_title("Precision-recall" + (f" (AP {pr_auc['value']:.3f})" if pr_auc else ""))
+        ax2.legend()
+        parts.append(_png(fig))
     slices = [s for s in doc["slices"]["by_value"] if s["column"] in ("carrier", "origin")]
     if slices:
         fig, ax = _figure()
@@ -80,6 +131,25 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
         ax.tick_params(axis="x", rotation=60)
         ax.legend()
         ax.set_title("Log loss per slice")
+        parts.append(_png(fig))
+    ex = doc.get("explanations")
+    if ex:
+        fig, (ax1, ax2) = _figure(ncols=2)
+        top = list(ex["mean_abs_shap"].items())[:12][::-1]
+        ax1.barh([k for k, _ in top], [v for _, v in top])
+        ax1.set_xlabel("mean |SHAP| (log-odds)")
+        ax1.set_title("Per-prediction contributions")
+        gain = list(ex["gain"].items())[:12][::-1]
+        ax2.barh([k for k, _ in gain], [v for _, v in gain], color="tab:orange")
+        ax2.set_xlabel("total split gain")
+        ax2.set_title("Global importance")
+        parts.append(_png(fig))
+    rob = (doc.get("robustness") or {}).get("missing_source")
+    if rob:
+        fig, ax = _figure()
+        ax.bar([m["group"] for m in rob], [m["log_loss_change"] or 0.0 for m in rob])
+        ax.set_ylabel("log loss change")
+        ax.set_title("When a feed is down: log loss with that source's features missing")
         parts.append(_png(fig))
     by = doc["conformal"]["marginal"].get("by_group", {})
     if by:

@@ -21,13 +21,13 @@ pre{background:#f6f6f6;padding:.5rem;overflow-x:auto;font-size:.8rem}
 """
 
 
-def _figure() -> tuple[Any, Any]:
+def _figure(ncols: int = 1) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=100)
+    fig, ax = plt.subplots(1, ncols, figsize=(9, 3.6), dpi=100)
     return fig, ax
 
 

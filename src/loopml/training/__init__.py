@@ -3,8 +3,33 @@
 :class:`GBMModel` wraps a LightGBM booster with the feature order and category vocabularies it was
 trained with, so that serving encodes a request exactly as training did. It serialises to a JSON
 document holding LightGBM's native text model: no pickle ever crosses the artifact store.
+:class:`Calibration` declares how every trained model is recalibrated (stored with it, applied at
+serving). Names are imported on first use, so a project file does not pay for LightGBM's import.
 """
 
-from loopml.training.model import GBMModel, train
+from __future__ import annotations
 
-__all__ = ["GBMModel", "train"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Calibration": "loopml.training.calibrate",
+    "GBMModel": "loopml.training.model",
+    "fit_calibrator": "loopml.training.calibrate",
+    "split_for_calibration": "loopml.training.calibrate",
+    "train": "loopml.training.model",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'loopml.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

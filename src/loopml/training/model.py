@@ -26,6 +26,10 @@ class GBMModel:
     ``predict_frame`` scores a DataFrame (training sets, batch scoring); ``predict_rows`` scores a
     few dicts (online requests) without building a DataFrame, which costs more than the trees.
     Unknown categories and missing values are passed to LightGBM as NaN (its missing value).
+
+    A recalibrator fitted at training (``meta["calibration"]``, see :mod:`loopml.training.calibrate`)
+    is part of the model: every ``predict_*`` applies it, so batch, evaluation and serving agree.
+    ``contributions_*`` explain the raw (uncalibrated) log-odds with LightGBM's TreeSHAP.
     """
 
     def __init__(self, booster: lgb.Booster | None, features: Sequence[str], categories: Mapping[str, Sequence[str]],
@@ -40,6 +44,22 @@ class GBMModel:
         self._onnx: Any = None
         self.backend = "native"
         self.backend_reason = "no verified ONNX export loaded"
+        self._calibrator: Any = None
+        self.set_calibration(self.meta.get("calibration"))
+
+    def set_calibration(self, record: Mapping[str, Any] | None) -> None:
+        """Apply the calibrator described by ``record`` (from :func:`~loopml.training.calibrate.fit_calibrator`)."""
+        if record is None or record.get("kind") == "identity":
+            self._calibrator = None
+        else:
+            # lazy: the calibrators live with evaluation, and most models carry none
+            from loopml.evaluation.calibration import calibrator_from_dict
+
+            self._calibrator = calibrator_from_dict(record["params"])
+        if record is None:
+            self.meta.pop("calibration", None)
+        else:
+            self.meta["calibration"] = dict(record)
 
     def use_onnx(self, blob: bytes) -> None:
         """Score with ONNX Runtime from now on (``blob`` was verified at registration)."""
@@ -49,11 +69,44 @@ class GBMModel:
         self.backend, self.backend_reason = "onnx", "verified ONNX export"
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
+        raw = self._predict_raw(X)
+        if self._calibrator is None:
+            return raw
+        # keep served probabilities off exactly 0 and 1 (isotonic steps can reach them)
+        return np.clip(self._calibrator.predict(raw), 1e-6, 1 - 1e-6)
+
+    def _predict_raw(self, X: np.ndarray) -> np.ndarray:
         if self._onnx is not None:
             return self._onnx.predict(X)
         # One thread: for a handful of rows OpenMP start-up and spinning cost more than the trees,
         # and on a busy machine they can cost 10x more.
         return self._booster().predict(X, num_threads=1 if len(X) < 1000 else 0)
+
+    def predict_raw_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores before recalibration (what a calibrator is fitted on)."""
+        return self._predict_raw(self.encode_frame(frame))
+
+    def contributions_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-row SHAP contributions to the raw log-odds (LightGBM ``pred_contrib``), plus ``bias``.
+
+        Each row's contributions sum to the raw log-odds of its uncalibrated score.
+        """
+        return self._contributions(self.encode_frame(frame))
+
+    def contributions_rows(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """:meth:`contributions_frame` for request dicts (as the Predictor receives them)."""
+        return self._contributions(self.encode_rows(rows))
+
+    def _contributions(self, X: np.ndarray) -> pd.DataFrame:
+        out = self._booster().predict(X, pred_contrib=True, num_threads=1 if len(X) < 1000 else 0)
+        return pd.DataFrame(np.asarray(out, dtype=float), columns=[*self.features, "bias"])
+
+    def importance(self, kind: str = "gain") -> dict[str, float]:
+        """Global importance per feature: total ``gain`` of its splits, or the number of ``split``s."""
+        if kind not in ("gain", "split"):
+            raise InvalidConfig(f"importance kind must be 'gain' or 'split'; got {kind!r}")
+        values = self._booster().feature_importance(importance_type=kind)
+        return {f: float(v) for f, v in zip(self.features, values, strict=True)}
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.features if f not in frame.columns]
