@@ -11,7 +11,8 @@ Each leaf also inherits the builtin that matches its meaning, so ``except KeyErr
     ├── EventLogError                       the event log cannot do what was asked
     ├── RegistryError                       the model registry cannot do what was asked
     │   ├── ModelNotFound (KeyError)        no such model or version or alias
-    │   └── ArtifactCorrupted               an artifact's sha256 does not match the registry
+    │   ├── ArtifactCorrupted               an artifact's sha256 does not match the registry
+    │   └── ModelRejected                   a version failed to load or its smoke test; not served
     ├── GateFailed                          a version failed its promotion gates
     └── NotReady (RuntimeError)             something needed first has not happened (no champion yet)
 """
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidConfig",
     "LoopmlError",
     "ModelNotFound",
+    "ModelRejected",
     "NotReady",
     "RegistryError",
     "SchemaError",
@@ -85,6 +87,10 @@ class ModelNotFound(RegistryError, KeyError):
 
 class ArtifactCorrupted(RegistryError):
     """An artifact's content does not match the sha256 the registry recorded."""
+
+
+class ModelRejected(RegistryError):
+    """A version failed to load or failed its smoke test, so it did not replace the serving one."""
 
 
 class GateFailed(LoopmlError):

@@ -1,36 +1,44 @@
 """HTTP adapter over the in-process Predictor.
 
 Endpoints: ``POST /predict`` (plain JSON, one request), the Open Inference Protocol v2 (KServe)
-health, metadata and ``infer`` with JSON tensors, ``GET /metrics`` (Prometheus) and
-``POST /admin/models/{name}/load`` (bearer token) to hot-swap the served version.
+health, metadata and ``infer`` with JSON tensors or the binary tensor extension
+(:mod:`loopml.serving.oip`), ``GET /metrics`` (Prometheus) and ``POST /admin/models/{name}/load``
+(bearer token) to hot-swap the served version (:mod:`loopml.serving.hotswap`).
 
 Thin by design: it parses, calls :class:`~loopml.serving.Predictor`, and maps loopml's error classes
 to status codes in one table (``STATUS``). Errors are ``{"error": message}``, the shape v2 clients
-decode. A bad request gets a 4xx naming the field; the server keeps serving.
+decode. A bad request gets a 4xx naming the field; the server keeps serving. Each request is one
+JSON log line on the ``loopml.serving.access`` logger (see :mod:`loopml.serving.logs`; the caller
+configures logging, this module never does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loopml.errors import LoopmlError, ModelNotFound, NotReady, SchemaError
+from loopml.errors import LoopmlError, ModelNotFound, ModelRejected, NotReady, SchemaError
+from loopml.serving import oip
+from loopml.serving.hotswap import ChampionWatcher, ModelLoader, ModelSwapper, smoke_test
+from loopml.serving.logs import request_id_var
 from loopml.serving.metrics import ServingMetrics
 from loopml.serving.predictor import Predictor
-from loopml.training.model import GBMModel
 from loopml.timeutil import parse_time
 
-__all__ = ["STATUS", "Unauthorized", "create_app"]
+__all__ = ["STATUS", "Unauthorized", "create_app", "smoke_test"]
 
 
 class Unauthorized(LoopmlError):
@@ -38,9 +46,11 @@ class Unauthorized(LoopmlError):
 
 
 STATUS: list[tuple[type[Exception], int]] = [
-    (SchemaError, 422), (ModelNotFound, 404), (Unauthorized, 401), (NotReady, 503), (LoopmlError, 400)]
+    (SchemaError, 422), (ModelNotFound, 404), (Unauthorized, 401), (ModelRejected, 409), (NotReady, 503),
+    (LoopmlError, 400)]
 
-ModelLoader = Callable[[str], tuple[int, GBMModel]]
+access_log = logging.getLogger("loopml.serving.access")
+error_log = logging.getLogger("loopml.serving.http")
 
 
 def _status(exc: Exception) -> int:
@@ -56,7 +66,8 @@ def _error(message: str, status: int, kind: str, request_id: str | None = None) 
 
 
 def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, admin_token: str | None = None,
-               max_body_bytes: int = 1_000_000, max_batch: int = 1000) -> FastAPI:
+               max_body_bytes: int = 1_000_000, max_batch: int = 1000,
+               watch_champion: Callable[[], int] | None = None, watch_interval: float = 2.0) -> FastAPI:
     """A FastAPI app serving ``predictor``.
 
     Parameters
@@ -66,13 +77,33 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     admin_token
         Bearer token for admin endpoints; without one they answer 401 (never a default token).
     max_body_bytes, max_batch
-        Request size and rows-per-request limits (413 beyond them).
+        Request size (after decompression) and rows-per-request limits (4xx beyond them).
+    watch_champion
+        ``() -> version`` of the registry's champion; when given (with ``load_model``), the app polls
+        it every ``watch_interval`` seconds and hot-swaps, so ``loopml models promote``/``rollback``
+        reach the running server.
     """
     name = predictor.project.name
     metrics = predictor.metrics or ServingMetrics()
     predictor.metrics = metrics
     metrics.model_version.set(predictor.version)
-    app = FastAPI(title=f"loopml: {name}", version="1")
+    swapper = ModelSwapper(predictor, load_model) if load_model is not None else None
+    watcher = (ChampionWatcher(swapper, watch_champion, interval=watch_interval)
+               if swapper is not None and watch_champion is not None else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if watcher is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+
+    app = FastAPI(title=f"loopml: {name}", version="1", lifespan=lifespan)
+    app.state.swapper = swapper
+    app.state.watcher = watcher
     id_field = predictor.project.spine.id
     fields = predictor.schema.fields
 
@@ -80,20 +111,36 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     async def _observe(request: Request, call_next: Any) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            metrics.errors.labels("PayloadTooLarge").inc()
-            return _error(f"request body of {length} bytes exceeds the limit of {max_body_bytes}", 413,
-                          "PayloadTooLarge", rid)
+        token = request_id_var.set(rid)
         t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        version = str(predictor.version)
-        metrics.requests.labels(endpoint, version, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint, version).observe(time.perf_counter() - t0)
-        response.headers.setdefault("x-request-id", rid)
-        return response
+        try:
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_body_bytes:
+                metrics.errors.labels("PayloadTooLarge").inc()
+                response: Response = _error(f"request body of {length} bytes exceeds the limit of {max_body_bytes}",
+                                            413, "PayloadTooLarge", rid)
+            else:
+                try:
+                    response = await call_next(request)
+                except Exception:  # a bug, not a bad request: answer 500 in the v2 error shape, log the trace
+                    metrics.errors.labels("InternalError").inc()
+                    error_log.exception("unhandled error")
+                    response = _error(f"internal error (request id {rid}); see the server log", 500,
+                                      "InternalError", rid)
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            version = str(predictor.version)
+            elapsed = time.perf_counter() - t0
+            metrics.requests.labels(endpoint, version, str(response.status_code)).inc()
+            metrics.latency.labels(endpoint, version).observe(elapsed)
+            response.headers.setdefault("x-request-id", rid)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={
+                    "model_version": predictor.version, "method": request.method, "path": request.url.path,
+                    "status": response.status_code, "latency_ms": round(elapsed * 1000, 3)})
+            return response
+        finally:
+            request_id_var.reset(token)
 
     @app.exception_handler(LoopmlError)
     async def _loopml_error(request: Request, exc: LoopmlError) -> JSONResponse:
@@ -103,16 +150,20 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("SchemaError").inc()
-        return _error(str(exc), 422, "SchemaError")
+        return _error(str(exc), 422, "SchemaError", getattr(request.state, "request_id", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(str(exc.detail), exc.status_code, "HTTPError")
+        return _error(str(exc.detail), exc.status_code, "HTTPError", getattr(request.state, "request_id", None))
 
-    async def _json(request: Request) -> Any:
+    async def _body(request: Request) -> bytes:
         raw = await request.body()
         if len(raw) > max_body_bytes:
             raise SchemaError(f"request body of {len(raw)} bytes exceeds the limit of {max_body_bytes}")
+        return oip.decode_body(raw, request.headers.get("content-encoding"), limit=max_body_bytes)
+
+    async def _json(request: Request) -> Any:
+        raw = await _body(request)
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -161,7 +212,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
 
     @app.get("/v2")
     def server_metadata() -> dict[str, Any]:
-        return {"name": "loopml", "version": "0.1.0", "extensions": []}
+        return {"name": "loopml", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
     def _metadata() -> dict[str, Any]:
         return {"name": name, "versions": [str(predictor.version)], "platform": "loopml_lightgbm",
@@ -188,24 +239,31 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         _check_model(model_name, version)
         return {"name": name, "ready": True}
 
-    async def _infer(request: Request, model_name: str, version: str | None) -> JSONResponse:
+    async def _infer(request: Request, model_name: str, version: str | None) -> Response:
         _check_model(model_name, version)
-        body = await _json(request)
-        rows, req_id = v2_rows(body, fields, max_batch=max_batch)
+        doc = oip.decode_request(await _body(request), request.headers.get(oip.HEADER_LENGTH))
+        binary = oip.binary_outputs(doc, ["score"])
+        rows = oip.rows_from_inputs(doc, fields, max_batch=max_batch)
         clean = [predictor.schema.validate(r) for r in rows]
         preds = predictor.predict_many(clean, validated=True)
-        out = {"model_name": name, "model_version": str(predictor.version), "id": req_id or request.state.request_id,
+        req_id = doc.get("id")
+        out = {"model_name": name, "model_version": str(preds[0].model_version if preds else predictor.version),
+               "id": req_id if isinstance(req_id, str) else request.state.request_id,
                "outputs": [{"name": "score", "datatype": "FP64", "shape": [len(preds)],
                             "data": [p.score for p in preds]}],
                "parameters": {"request_ids": [p.request_id for p in preds]}}
-        return JSONResponse(out)
+        content, header_length = oip.encode_response(out, binary)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(header_length)})
 
     @app.post("/v2/models/{model_name}/infer")
-    async def infer(model_name: str, request: Request) -> JSONResponse:
+    async def infer(model_name: str, request: Request) -> Response:
         return await _infer(request, model_name, None)
 
     @app.post("/v2/models/{model_name}/versions/{version}/infer")
-    async def infer_version(model_name: str, version: str, request: Request) -> JSONResponse:
+    async def infer_version(model_name: str, version: str, request: Request) -> Response:
         return await _infer(request, model_name, version)
 
     # -- admin -----------------------------------------------------------------------------------
@@ -213,14 +271,14 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     async def admin_load(model_name: str, request: Request) -> dict[str, Any]:
         _authorize(request, admin_token)
         _check_model(model_name)
-        if load_model is None:
+        if swapper is None:
             raise NotReady("this server was started without a registry to load models from")
         body = await _json(request) if await request.body() else {}
-        ref = str(body.get("version", "champion")) if isinstance(body, dict) else "champion"
-        version, model = load_model(ref)
-        smoke_test(model)
-        old = predictor.version
-        predictor.swap(model, version)
+        ref = body.get("version", "champion") if isinstance(body, dict) else "champion"
+        if isinstance(ref, bool) or not isinstance(ref, str | int):
+            raise SchemaError(f"field 'version' must be a version number or an alias such as 'champion'; got {ref!r}")
+        # loading and smoke-testing take a while: off the event loop, so serving never stalls
+        old, version = await run_in_threadpool(swapper.swap_to, str(ref))
         return {"model": name, "model_version": version, "previous_version": old}
 
     return app
@@ -233,67 +291,3 @@ def _authorize(request: Request, token: str | None) -> None:
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("admin endpoints need the header 'Authorization: Bearer <token>'")
-
-
-def smoke_test(model: GBMModel) -> None:
-    """Refuse a model that cannot score a row with every feature missing (it would fail in service)."""
-    try:
-        score = float(model.predict_rows([{}])[0])
-    except Exception as exc:  # any failure means: do not swap it in
-        raise NotReady(f"model failed its smoke test and was not loaded: {type(exc).__name__}: {exc}") from None
-    if not 0.0 <= score <= 1.0:
-        raise NotReady(f"model failed its smoke test and was not loaded: score {score} is not a probability")
-
-
-def v2_rows(body: Any, fields: dict[str, str], *, max_batch: int) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows of request fields from a v2 inference request's input tensors (one BYTES tensor per field)."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise SchemaError("v2 inference request must be a JSON object with an 'inputs' list")
-    tensors: dict[str, list[Any]] = {}
-    for t in body["inputs"]:
-        if not isinstance(t, dict) or "name" not in t:
-            raise SchemaError("each v2 input must be an object with 'name', 'shape', 'datatype' and 'data'")
-        tname = t["name"]
-        if tname not in fields:
-            raise SchemaError(f"input {tname!r} is not an input of this model; inputs are {list(fields)}")
-        if t.get("datatype") != "BYTES":
-            raise SchemaError(f"input {tname!r} must have datatype 'BYTES'; got {t.get('datatype')!r}")
-        data, shape = t.get("data"), t.get("shape")
-        if not isinstance(data, list) or not isinstance(shape, list) or len(shape) != 1 or shape[0] != len(data):
-            raise SchemaError(f"input {tname!r} must have shape [N] matching its data; got shape {shape!r} "
-                              f"with {len(data) if isinstance(data, list) else 'no'} elements")
-        tensors[tname] = data
-    missing = [f for f in fields if f not in tensors]
-    if missing:
-        raise SchemaError(f"inputs {missing} are missing; the model needs {list(fields)}")
-    n = {len(v) for v in tensors.values()}
-    if len(n) != 1:
-        raise SchemaError(f"all inputs must have the same length; got lengths { {k: len(v) for k, v in tensors.items()} }")
-    count = n.pop()
-    if count > max_batch:
-        raise SchemaError(f"a request may carry at most {max_batch} rows; got {count}")
-    rows = []
-    for i in range(count):
-        row = {}
-        for f, kind in fields.items():
-            row[f] = _from_bytes(f, kind, tensors[f][i])
-        rows.append(row)
-    rid = body.get("id")
-    return rows, rid if isinstance(rid, str) else None
-
-
-def _from_bytes(field: str, kind: str, value: Any) -> Any:
-    """BYTES elements arrive as strings; turn numeric fields into numbers (empty string = missing)."""
-    if not isinstance(value, str):
-        return value  # let the schema say what was expected
-    if value == "" and kind != "timestamp":
-        return None
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-    except ValueError:
-        raise SchemaError(f"input {field!r} must hold {'integers' if kind == 'int' else 'numbers'} as text; "
-                          f"got {value!r}") from None
-    return value
