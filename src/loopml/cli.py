@@ -155,6 +155,50 @@ def materialize_cmd(project: ProjectOpt, at: Annotated[str, typer.Option("--at",
     features_materialize(project, at, state)
 
 
+@app.command("stream")
+def stream_cmd(project: ProjectOpt, state: StateOpt = None,
+               redis_stream: Annotated[str | None, typer.Option("--redis-stream", help="Redis Stream key to consume.")] = None,
+               files: Annotated[str | None, typer.Option("--files", help="Glob of appended JSON-lines files to tail.")] = None,
+               redis_url: Annotated[str, typer.Option("--redis", help="Server of --redis-stream.")] = "redis://127.0.0.1:6379/0",
+               store: Annotated[str | None, typer.Option("--online-store", help="sqlite path or redis:// URL (default: the state folder's SQLite store).")] = None,
+               namespace: Annotated[str, typer.Option(help="Key prefix in a Redis online store.")] = "loopml",
+               group: str = "loopml", consumer: str = "ingest-1", batch: int = 1000,
+               after: Annotated[str | None, typer.Option("--after", help="Skip events available at or before this ISO time (state materialised at it).")] = None,
+               follow: Annotated[bool, typer.Option("--follow", help="Keep tailing --files for appended lines.")] = False,
+               idle_exit: Annotated[float | None, typer.Option("--idle-exit", help="Stop after this many seconds without events.")] = None,
+               claim_idle_ms: Annotated[int, typer.Option(help="Claim a dead consumer's pending entries once idle this long.")] = 30_000,
+               as_json: JsonOpt = False) -> None:
+    """Apply streamed events to the online store, exactly once in effect (see loopml.events.ingest.Ingestor)."""
+    from loopml.errors import InvalidConfig
+    from loopml.events import JsonLinesTail, RedisStreamConsumer
+    from loopml.features import OnlineExecutor, RedisOnlineStore, SQLiteOnlineStore
+    from loopml.project import load_project
+    from loopml.workspace import Workspace
+
+    if (redis_stream is None) == (files is None):
+        raise InvalidConfig(f"give exactly one of --redis-stream NAME or --files GLOB; got --redis-stream={redis_stream!r}, --files={files!r}")
+    proj = load_project(project)
+    online: Any = (RedisOnlineStore(store, namespace=namespace) if store and store.startswith(("redis://", "rediss://"))
+                   else SQLiteOnlineStore(store.removeprefix("sqlite:///") if store else Workspace.for_project(proj, state).online_path))
+    ex = OnlineExecutor(proj.features, store=online)
+    t_after = _time(after, "--after") if after else None
+    source: Any
+    if redis_stream is not None:
+        source = RedisStreamConsumer(ex, redis_url, redis_stream, group=group, consumer=consumer, batch=batch,
+                                     claim_idle_ms=claim_idle_ms, after=t_after)
+        stats = source.run(idle_exit=idle_exit)
+    else:
+        source = JsonLinesTail(ex, files, batch=batch, after=t_after)  # type: ignore[arg-type]
+        stats = source.run(follow=follow, idle_exit=idle_exit)
+    cp = source.ingestor.checkpoint
+    doc = {**stats.__dict__, "position": cp.position, "total_applied": cp.applied, "total_quarantined": cp.quarantined}
+    if as_json:
+        _print_json(doc)
+    else:
+        err.print(f"applied {stats.applied:,} events ({stats.quarantined:,} quarantined, {stats.duplicates:,} redelivered "
+                  f"and skipped) in {stats.commits:,} commits; position {cp.position}")
+
+
 @features_app.command("get")
 def features_get(project: ProjectOpt, entity: Annotated[str, typer.Option("--flight", "--id", help="Spine id, e.g. 2013-06-15:UA:1545:EWR")],
                  at: Annotated[str, typer.Option("--at", help="ISO time (UTC) of the lookup.")],
@@ -324,32 +368,63 @@ def monitor_drift(reference: Annotated[Path, typer.Option("--reference", help="P
 @monitor_app.command("window")
 def monitor_window_cmd(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
                        end: Annotated[str, typer.Option("--to")], state: StateOpt = None,
-                       as_json: JsonOpt = False) -> None:
+                       as_json: JsonOpt = False,
+                       metrics_file: Annotated[Path | None, typer.Option(
+                           "--metrics-file", help="Write Prometheus metrics here (textfile collector).")] = None,
+                       metrics_port: Annotated[int | None, typer.Option(
+                           "--metrics-port", help="Serve Prometheus metrics on this port until Ctrl-C.")] = None) -> None:
     """Drift of served features and scores vs the champion's training window, estimated and realised
     performance, data quality and alerts (with hysteresis, state kept in STATE/alerts.json)."""
     from loopml.loop.monitor import monitor_window
+    from loopml.loop.quality import served_quality
+    from loopml.monitoring.prometheus import monitor_metrics, serve_metrics, write_metrics_file
     from loopml.registry import ArtifactStore, Registry
     from loopml.serving.predictionlog import PredictionLog
 
     proj, ws = _open(project, state)
     registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    plog, a, b = PredictionLog(ws.predictions), _time(start, "--from"), _time(end, "--to")
     with _progress() as bar:
         task = bar.add_task("monitoring", total=None)
-        doc = monitor_window(proj, ws.log, registry, PredictionLog(ws.predictions), _time(start, "--from"),
-                             _time(end, "--to"), alerts_path=ws.root / "alerts.json")
+        doc = monitor_window(proj, ws.log, registry, plog, a, b, alerts_path=ws.root / "alerts.json")
+        if doc["predictions"]:
+            doc["data_quality"] = served_quality(proj, ws.log, registry, plog, a, b)
         bar.update(task, total=1, completed=1)
+    alerts_file = ws.root / "alerts.json"
+    names = tuple(x["name"] for x in json.loads(alerts_file.read_text())["alerts"]) if alerts_file.exists() else ()
+    metrics = monitor_metrics(doc, project=proj.name, alert_names=names)
+    if metrics_file is not None:
+        err.print(f"metrics written to {write_metrics_file(metrics, metrics_file)}")
     if as_json:
         _print_json(doc)
-        return
-    if not doc["predictions"]:
+    elif not doc["predictions"]:
         out.print("no predictions served in that window")
-        return
+    else:
+        _print_window(doc)
+    if metrics_port is not None:
+        server = serve_metrics(metrics, metrics_port)
+        err.print(f"serving metrics on http://127.0.0.1:{metrics_port}/metrics (Ctrl-C to stop)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            server.shutdown()
+
+
+def _print_window(doc: dict[str, Any]) -> None:
     out.print(f"{doc['predictions']:,} predictions by v{doc['model_version']}; drifted features: "
               f"{', '.join(doc['feature_drift']['drifted_columns']) or 'none'}")
     est, real = doc["estimated_performance"], doc["realised_performance"]
     out.print(f"estimated log loss {est['log_loss']:.4f} ({'reliable' if est['reliable'] else 'UNRELIABLE'}); "
               f"realised {_f(real['log_loss'] if real else None)} on {doc['labelled']:,} labels")
     out.print(f"open alerts: {', '.join(doc['alerts']['open']) or 'none'}")
+    q = doc.get("data_quality") or {}
+    if q.get("summary"):
+        sm = q["summary"]
+        out.print(f"data quality: max missing {sm['max_missing_rate']:.3f}, max out-of-range "
+                  f"{sm['max_out_of_range_rate']:.3f}, max unseen categories {sm['max_unseen_category_rate']:.3f}, "
+                  f"{int(sm['schema_violations'])} schema violation(s); median staleness up to "
+                  f"{sm['max_median_staleness_seconds'] / 60:.0f} min")
 
 
 @models_app.command("list")
