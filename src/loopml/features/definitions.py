@@ -7,8 +7,12 @@ apart silently, and a property test checks that they agree value for value.
 Time semantics, shared by both executors, for a prediction at time ``t``:
 
 - :class:`Aggregate` over ``window`` uses the events of ``source`` whose *available* time is in
-  ``(t - window, t]``; ``count`` is 0 when there are none, every other aggregate is missing.
-  Missing input values are ignored (as SQL aggregates do).
+  ``(t - window, t]``; ``count`` and ``approx_distinct`` are 0 when there are none, every other
+  aggregate is missing. Missing input values are ignored (as SQL aggregates do). Events are ordered
+  by (available time, event time, event id), the log's order: ``last`` is the last non-missing value
+  in that order and ``last_k`` the ``k`` last, newest first. ``approx_distinct`` is an Apache
+  DataSketches HLL estimate (``lg_k``) and ``approx_quantile`` a KLL estimate (``kll_k``) of the
+  ``quantile`` (smallest value whose inclusive rank reaches it), see :mod:`loopml.features.sketches`.
 - :class:`Latest` is the most recently available non-missing value of ``column`` with available time
   ``<= t`` (ties broken by event time, then event id); missing if there is none or, with
   ``max_age``, if that value's *event* time is older than ``t - max_age``. A static table (planes)
@@ -40,8 +44,17 @@ __all__ = [
     "definition_hash",
 ]
 
-AGGREGATIONS = ("count", "sum", "mean", "min", "max", "std")
-Agg = Literal["count", "sum", "mean", "min", "max", "std"]
+AGGREGATIONS = ("count", "sum", "mean", "min", "max", "std", "last", "last_k", "approx_distinct", "approx_quantile")
+Agg = Literal["count", "sum", "mean", "min", "max", "std", "last", "last_k", "approx_distinct", "approx_quantile"]
+
+# parameter -> (the aggregation it belongs to, default, valid range); a parameter of another
+# aggregation is an error, so a definition never carries a value that means nothing
+_PARAMS: dict[str, tuple[str, int | float | None, tuple[float, float]]] = {
+    "k": ("last_k", None, (1, 10_000)),
+    "quantile": ("approx_quantile", None, (0.0, 1.0)),
+    "kll_k": ("approx_quantile", 200, (8, 65_535)),      # KLL's own limits
+    "lg_k": ("approx_distinct", 12, (4, 21)),            # HLL's own limits
+}
 
 
 def _keys(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -59,11 +72,31 @@ class Aggregate:
     window: timedelta
     column: str | None = None
     description: str = ""
+    k: int | None = None
+    quantile: float | None = None
+    kll_k: int | None = None
+    lg_k: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", _keys(self.keys))
         if self.agg not in AGGREGATIONS:
             raise InvalidConfig(f"Feature {self.name!r}: agg must be one of {AGGREGATIONS}; got {self.agg!r}")
+        for param, (agg, default, (lo, hi)) in _PARAMS.items():
+            value = getattr(self, param)
+            if agg != self.agg:
+                if value is not None:
+                    raise InvalidConfig(f"Feature {self.name!r}: {param} applies only to agg {agg!r}; "
+                                        f"got {param}={value!r} with agg {self.agg!r}")
+                continue
+            if value is None:
+                if default is None:
+                    raise InvalidConfig(f"Feature {self.name!r}: agg {agg!r} needs {param} (in [{lo}, {hi}])")
+                object.__setattr__(self, param, value := default)
+            integral = isinstance(lo, int)
+            if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)) \
+                    or not lo <= value <= hi:
+                kind = "an integer" if integral else "a number"
+                raise InvalidConfig(f"Feature {self.name!r}: {param} must be {kind} in [{lo}, {hi}]; got {value!r}")
         if not isinstance(self.window, timedelta) or self.window <= timedelta(0):
             raise InvalidConfig(f"Feature {self.name!r}: window must be a positive timedelta; got {self.window!r}")
         if self.window % timedelta(microseconds=1):
@@ -73,7 +106,8 @@ class Aggregate:
 
     @property
     def dtype(self) -> str:
-        return "float"
+        """'list' for ``last_k`` (a list of floats, newest first), 'float' otherwise."""
+        return "list" if self.agg == "last_k" else "float"
 
 
 @dataclass(frozen=True)
@@ -156,7 +190,8 @@ def _describe(f: Feature) -> dict[str, Any]:
         return {"kind": "request", "name": f.name, "inputs": list(f.inputs), "dtype": f.dtype, "code": code}
     d: dict[str, Any] = {"kind": type(f).__name__.lower()}
     for k, v in f.__dict__.items():
-        if k == "description":
+        # unset aggregation parameters are left out, so definitions that predate them keep their hash
+        if k == "description" or (k in _PARAMS and v is None):
             continue
         d[k] = v.total_seconds() if isinstance(v, timedelta) else (list(v) if isinstance(v, tuple) else v)
     return d

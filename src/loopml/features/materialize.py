@@ -17,7 +17,7 @@ import duckdb
 
 from loopml.events.log import EventLog
 from loopml.features.definitions import Feature
-from loopml.features.online import GroupState, OnlineExecutor
+from loopml.features.online import GroupState, OnlineExecutor, _Group
 from loopml.timeutil import to_us
 
 __all__ = ["materialize"]
@@ -37,14 +37,14 @@ def materialize(log: EventLog, features: Sequence[Feature], at: datetime, *, sto
         keys = ", ".join(_q(k) for k in g.keys)
         not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in g.keys)
         if g.aggs:
-            cols = "".join(f", {_q(c)}" for c in g.window_cols)
+            cols = "".join(f", {_q(c)}" for c in g.event_cols)
             rows = con.execute(
                 f"SELECT {keys}, epoch_us(available_time){cols} FROM {log.relation_sql(g.source)} "
                 f"WHERE {not_null} AND epoch_us(available_time) > {at_us - g.keep_us} "
                 f"AND epoch_us(available_time) <= {at_us} ORDER BY available_time, event_time, event_id").fetchall()
             nk = len(g.keys)
             for row in rows:
-                _state(states, tuple(row[:nk]), g.window_cols).append(row[nk], zip(g.window_cols, row[nk + 1:], strict=True))
+                _state(states, tuple(row[:nk]), g).append(row[nk], zip(g.event_cols, row[nk + 1:], strict=True))
         for c in g.latest_cols:
             rows = con.execute(
                 f"SELECT {keys}, epoch_us(available_time), epoch_us(event_time), event_id, {_q(c)} "
@@ -54,7 +54,7 @@ def materialize(log: EventLog, features: Sequence[Feature], at: datetime, *, sto
                 f"ORDER BY available_time DESC, event_time DESC, event_id DESC) = 1").fetchall()
             nk = len(g.keys)
             for row in rows:
-                _state(states, tuple(row[:nk]), g.window_cols).latest[c] = list(row[nk:nk + 4])
+                _state(states, tuple(row[:nk]), g).latest[c] = list(row[nk:nk + 4])
         for key, st in states.items():
             ex._state[g.id][key] = st
             ex._dirty[g.id].add(key)
@@ -64,9 +64,9 @@ def materialize(log: EventLog, features: Sequence[Feature], at: datetime, *, sto
     return ex
 
 
-def _state(states: dict[tuple[Any, ...], GroupState], key: tuple[Any, ...], window_cols: Sequence[str]) -> GroupState:
+def _state(states: dict[tuple[Any, ...], GroupState], key: tuple[Any, ...], g: _Group) -> GroupState:
     st = states.get(key)
     if st is None:
         st = states[key] = GroupState()
-        st.empty_like(window_cols)
+        st.empty_like(g.window_cols, g.item_cols)
     return st

@@ -5,7 +5,11 @@ State is kept per *group* -- a (source, keys) pair -- and per entity key:
 - for windowed aggregates, the recent events' available times and values (trimmed to the widest
   window of the group), so a read at ``t`` aggregates exactly the events in ``(t - window, t]``,
   the same set the offline executor's SQL frame selects;
-- for latest values, per column the last non-missing value with its times.
+- for latest values, per column the last non-missing value with its times;
+- for ``approx_distinct`` columns, the recent events' values as canonical text (strings count too).
+
+``last``, ``last_k`` and the sketches read the same window arrays: events are appended in the log's
+(available time, event time, event id) order, which is the order the offline executor sorts by.
 
 Reads are pure functions of (state, t), so the in-process executor and a serving process reading
 the same state from an online store return identical values. Aggregation runs over plain Python
@@ -30,9 +34,10 @@ import pyarrow as pa
 from loopml.errors import FeatureNotFound, closest
 from loopml.events.replay import EventBatch
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
+from loopml.features.sketches import distinct_estimate, quantile_estimate, token
 from loopml.timeutil import duration_us, to_us
 
-__all__ = ["GroupState", "OnlineExecutor", "group_id"]
+__all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at"]
 
 Key = tuple[Any, ...]
 
@@ -53,10 +58,14 @@ class GroupState:
     values: dict[str, array] = field(default_factory=dict)           # column -> floats (nan = missing)
     valid: dict[str, array] = field(default_factory=dict)            # column -> running count of non-missing
     latest: dict[str, list[Any]] = field(default_factory=dict)       # column -> [avail, event_time, id, value]
+    items: dict[str, list[str | None]] = field(default_factory=dict)  # column -> canonical text (None = missing)
 
     def to_bytes(self) -> bytes:
         cols = sorted(self.values)
-        head = json.dumps({"n": len(self.ts), "cols": cols, "latest": self.latest}, separators=(",", ":")).encode()
+        head_d: dict[str, Any] = {"n": len(self.ts), "cols": cols, "latest": self.latest}
+        if self.items:  # only groups with approx_distinct carry it: older state stays byte-identical
+            head_d["items"] = self.items
+        head = json.dumps(head_d, separators=(",", ":")).encode()
         parts = [struct.pack("<I", len(head)), head, self.ts.tobytes()]
         parts += [self.values[c].tobytes() for c in cols]
         parts += [self.valid[c].tobytes() for c in cols]
@@ -77,21 +86,29 @@ class GroupState:
                 a.frombytes(blob[pos:pos + 8 * n])
                 store[c] = a
                 pos += 8 * n
-        return cls(ts=ts, values=values, valid=valid, latest=head["latest"])
+        return cls(ts=ts, values=values, valid=valid, latest=head["latest"], items=head.get("items", {}))
 
     def append(self, ts: int, values: Iterable[tuple[str, Any]]) -> None:
         """Add one event (available time in us, (column, value) pairs) to the window arrays."""
         self.ts.append(ts)
         for c, v in values:
+            tokens = self.items.get(c)
+            if tokens is not None:
+                tokens.append(token(v))
+                if c not in self.values:
+                    continue
             ok = v is not None and v == v
             self.values[c].append(float(v) if ok else math.nan)
             cnt = self.valid[c]
             cnt.append((cnt[-1] if cnt else 0) + ok)
 
-    def empty_like(self, columns: Sequence[str]) -> None:
+    def empty_like(self, columns: Sequence[str], items: Sequence[str] = ()) -> None:
+        """Make sure the window arrays exist: floats for ``columns``, canonical text for ``items``."""
         for c in columns:
             self.values.setdefault(c, array("d"))
             self.valid.setdefault(c, array("q"))
+        for c in items:
+            self.items.setdefault(c, [])
 
 
 class _Group:
@@ -102,7 +119,9 @@ class _Group:
         self.id = group_id(source, keys)
         self.aggs = [f for f in feats if isinstance(f, Aggregate)]
         self.latest = [f for f in feats if isinstance(f, Latest)]
-        self.window_cols = sorted({f.column for f in self.aggs if f.column is not None})
+        self.window_cols = sorted({f.column for f in self.aggs if f.column is not None and f.agg != "approx_distinct"})
+        self.item_cols = sorted({f.column for f in self.aggs if f.column is not None and f.agg == "approx_distinct"})
+        self.event_cols = sorted({*self.window_cols, *self.item_cols})
         self.latest_cols = sorted({f.column for f in self.latest})
         self.keep_us = max((duration_us(f.window) for f in self.aggs), default=0)
 
@@ -148,7 +167,7 @@ class OnlineExecutor:
         out: dict[str, list[str]] = {}
         for g in self.groups:
             out.setdefault(g.source, [])
-            out[g.source] = sorted({*out[g.source], *g.keys, *g.window_cols, *g.latest_cols})
+            out[g.source] = sorted({*out[g.source], *g.keys, *g.event_cols, *g.latest_cols})
         return out
 
     def update(self, source: str, events: EventBatch | pa.Table) -> None:
@@ -163,7 +182,7 @@ class OnlineExecutor:
         ids = events["event_id"]
         for g in groups:
             key_cols = [events[k] for k in g.keys]
-            wcols = {c: events[c] for c in g.window_cols}
+            wcols = {c: events[c] for c in g.event_cols}
             lcols = {c: events[c] for c in g.latest_cols}
             states, dirty = self._state[g.id], self._dirty[g.id]
             for i in range(events.n):
@@ -173,7 +192,7 @@ class OnlineExecutor:
                 st = states.get(key)
                 if st is None:
                     st = self._load(g, key) or GroupState()
-                    st.empty_like(g.window_cols)
+                    st.empty_like(g.window_cols, g.item_cols)
                     states[key] = st
                 if g.aggs:
                     st.append(avail[i], ((c, vals[i]) for c, vals in wcols.items()))
@@ -200,6 +219,8 @@ class OnlineExecutor:
             del st.ts[:cut]
             for a in st.values.values():
                 del a[:cut]
+            for tokens in st.items.values():
+                del tokens[:cut]
             for c, a in st.valid.items():
                 # keep valid[i] = number of non-missing values in [0, i] of what remains
                 base = a[cut - 1]
@@ -259,7 +280,7 @@ class OnlineExecutor:
                 states[gid] = None if blob is None else GroupState.from_bytes(blob)
         out: dict[str, Any] = {}
         for f, gid, _ in plan:
-            out[f.name] = f.fn(request) if gid is None else _value(f, states.get(gid), t_us)
+            out[f.name] = f.fn(request) if gid is None else value_at(f, states.get(gid), t_us)
         return out
 
     def get_many(self, requests: Iterable[Mapping[str, Any]], t: datetime) -> list[dict[str, Any]]:
@@ -272,15 +293,19 @@ class OnlineExecutor:
             raise FeatureNotFound(f"Feature {name!r} is not defined. Closest matches: {closest(name, self._by_name)}") from None
 
 
-def _value(f: Feature, st: GroupState | None, t_us: int) -> Any:
+def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
+    """The value of stored feature ``f`` at ``t_us`` from one entity's state (None: no state); shared by both executors."""
     if isinstance(f, Aggregate):
         if st is None:
-            return 0.0 if f.agg == "count" else None
+            return 0.0 if f.agg in ("count", "approx_distinct") else None
         ts = st.ts
         hi = bisect.bisect_right(ts, t_us)
         lo = bisect.bisect_right(ts, t_us - duration_us(f.window), 0, hi)
         if f.column is None:
             return float(hi - lo)
+        if f.agg == "approx_distinct":
+            tokens = [x for x in st.items[f.column][lo:hi] if x is not None]
+            return distinct_estimate(tokens, f.lg_k) if tokens else 0.0  # type: ignore[arg-type]
         valid = st.valid[f.column]
         n = (valid[hi - 1] if hi else 0) - (valid[lo - 1] if lo else 0)
         if f.agg == "count":
@@ -298,6 +323,12 @@ def _value(f: Feature, st: GroupState | None, t_us: int) -> Any:
             return min(vals)
         if f.agg == "max":
             return max(vals)
+        if f.agg == "last":
+            return vals[-1]
+        if f.agg == "last_k":
+            return list(vals[-1:-f.k - 1:-1])  # type: ignore[operator]
+        if f.agg == "approx_quantile":
+            return quantile_estimate(vals, f.quantile, f.kll_k)  # type: ignore[arg-type]
         if n < 2:
             return None
         mean = math.fsum(vals) / n
