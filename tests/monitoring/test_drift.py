@@ -26,7 +26,7 @@ from sklearn.base import clone
 
 from loopml.errors import InvalidConfig, NotReady, SchemaError
 from loopml.monitoring import DriftDetector, adjust_p_values, drift_report
-from loopml.monitoring.drift_reference import population_stability_index
+from loopml.monitoring.drift_reference import population_stability_index, wasserstein_sorted
 
 ALPHA = 0.05
 
@@ -79,6 +79,25 @@ def test_chi2_is_scipy_homogeneity_test_on_the_table_of_counts():
     seen = table[table["ref"] > 0]
     gof = stats.chisquare(seen["cur"], seen["ref"] / seen["ref"].sum() * seen["cur"].sum())
     assert got.p_value != gof.pvalue
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-30, 30), min_size=1, max_size=300),
+    st.lists(st.integers(-30, 30), min_size=1, max_size=300),
+    st.sampled_from([1.0, 0.1, 1e-3, 1e6]),
+)
+def test_wasserstein_from_sorted_samples_is_exactly_scipys(a, b, scale):
+    # small integer grids make ties within and across the samples common
+    u, v = np.array(a) * scale, np.array(b) * scale
+    expected = stats.wasserstein_distance(u, v)
+    assert wasserstein_sorted(np.sort(u), np.sort(v)) == expected
+
+
+def test_wasserstein_from_sorted_samples_is_exactly_scipys_on_large_continuous_samples():
+    rng = np.random.default_rng(11)
+    u, v = rng.lognormal(0, 1, 50_000), rng.lognormal(0.05, 1.1, 37_000)
+    assert wasserstein_sorted(np.sort(u), np.sort(v)) == stats.wasserstein_distance(u, v)
 
 
 def test_bh_adjusted_p_values_equal_scipy_false_discovery_control():
