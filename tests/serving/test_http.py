@@ -53,6 +53,7 @@ def test_missing_field_is_422_naming_it_and_server_keeps_serving(client, field):
     ({"flight": 1.5}, ["flight", "integer"]),
     ({"carrier": 7}, ["carrier", "string"]),
     ({"at": "soon"}, ["at", "ISO-8601"]),
+    ({"sched_dep": "0001-01-01T00:30:00Z"}, ["sched_dep", "out of range"]),
 ])
 def test_bad_values_are_422_with_the_field_and_what_was_expected(client, patch, words):
     c, _ = client

@@ -176,7 +176,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         return {"status": "ok", "model": name, "model_version": predictor.version, "backend": model.backend,
                 "backend_reason": model.backend_reason}
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=_body_schema(_predict_schema(fields, id_field)))
     async def predict(request: Request) -> JSONResponse:
         body = await _json(request)
         if not isinstance(body, dict):
@@ -258,16 +258,16 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         return Response(content, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(header_length)})
 
-    @app.post("/v2/models/{model_name}/infer")
+    @app.post("/v2/models/{model_name}/infer", openapi_extra=_body_schema(_V2_REQUEST))
     async def infer(model_name: str, request: Request) -> Response:
         return await _infer(request, model_name, None)
 
-    @app.post("/v2/models/{model_name}/versions/{version}/infer")
+    @app.post("/v2/models/{model_name}/versions/{version}/infer", openapi_extra=_body_schema(_V2_REQUEST))
     async def infer_version(model_name: str, version: str, request: Request) -> Response:
         return await _infer(request, model_name, version)
 
     # -- admin -----------------------------------------------------------------------------------
-    @app.post("/admin/models/{model_name}/load")
+    @app.post("/admin/models/{model_name}/load", openapi_extra=_body_schema(_LOAD_REQUEST, required=False))
     async def admin_load(model_name: str, request: Request) -> dict[str, Any]:
         _authorize(request, admin_token)
         _check_model(model_name)
@@ -291,3 +291,30 @@ def _authorize(request: Request, token: str | None) -> None:
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("admin endpoints need the header 'Authorization: Bearer <token>'")
+
+
+# -- OpenAPI: the request bodies these endpoints parse by hand, declared so clients and fuzzers see them --
+_TENSOR = {"type": "object", "required": ["name", "datatype", "shape"],
+           "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                          "shape": {"type": "array", "items": {"type": "integer"}}, "data": {"type": "array"},
+                          "parameters": {"type": "object"}}}
+_V2_REQUEST = {"type": "object", "required": ["inputs"],
+               "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": _TENSOR},
+                              "outputs": {"type": "array", "items": {
+                                  "type": "object", "required": ["name"],
+                                  "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}},
+                              "parameters": {"type": "object"}}}
+_LOAD_REQUEST = {"type": "object", "properties": {"version": {"type": ["integer", "string"]}}}
+_KINDS = {"string": {"type": ["string", "null"]}, "int": {"type": ["integer", "null"]},
+          "float": {"type": ["number", "null"]}, "timestamp": {"type": "string", "format": "date-time"}}
+
+
+def _predict_schema(fields: dict[str, str], id_field: str) -> dict[str, Any]:
+    props = {f: _KINDS[k] for f, k in fields.items()}
+    props["at"] = {"type": "string", "format": "date-time"}
+    props.setdefault(id_field, {"type": "string"})
+    return {"type": "object", "required": list(fields), "properties": props}
+
+
+def _body_schema(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}

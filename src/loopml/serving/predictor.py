@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from loopml.errors import SchemaError
 from loopml.features.online import OnlineExecutor
 from loopml.project import Project
 from loopml.serving.metrics import ServingMetrics
@@ -66,7 +67,12 @@ class Predictor:
         return self._current[0]
 
     def prediction_time(self, request: Mapping[str, Any]) -> datetime:
-        return request[self.project.spine.time_column] - self.project.spine.lead
+        column = self.project.spine.time_column
+        try:
+            return request[column] - self.project.spine.lead
+        except OverflowError:
+            raise SchemaError(f"request field {column!r} is {request[column].isoformat()}; the prediction time "
+                              f"{self.project.spine.lead} before it is out of range") from None
 
     def predict(self, request: Mapping[str, Any], *, at: datetime | None = None, entity_id: str | None = None,
                 request_id: str | None = None, extra: Mapping[str, Any] | None = None) -> Prediction:
