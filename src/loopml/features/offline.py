@@ -11,18 +11,21 @@ exactly once, in spine order; rows without data get missing values, never droppe
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from loopml.errors import FeatureNotFound, SchemaError, closest
+from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError, closest
 from loopml.events.log import EventLog
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
-from loopml.timeutil import duration_us
+from loopml.features.offline_extra import EXTRA_AGGREGATIONS, extra_aggregates
+from loopml.timeutil import duration_us, to_us
 
 __all__ = ["OfflineExecutor", "records"]
 
@@ -44,12 +47,19 @@ class OfflineExecutor:
         The feature definitions.
     threads
         DuckDB threads (None: DuckDB's default, all cores).
+    chunk
+        Process the spine in time chunks of this length (None: all at once). Each chunk reads only
+        the events its rows can see, and lookups carry a per-entity state (the latest row as of
+        the chunk's start) from chunk to chunk, so memory is bounded by a chunk's events plus one
+        row per entity, and the result equals the unchunked one exactly.
     """
 
-    def __init__(self, log: EventLog, features: Sequence[Feature], *, threads: int | None = None) -> None:
+    def __init__(self, log: EventLog, features: Sequence[Feature], *, threads: int | None = None,
+                 chunk: timedelta | None = None) -> None:
         self.log = log
         self.features = list(features)
         self.threads = threads
+        self.chunk = chunk
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
@@ -75,7 +85,8 @@ class OfflineExecutor:
         """Return ``spine`` with one column per feature, valued as of each row's ``time_column``.
 
         ``spine`` needs ``time_column`` (UTC timestamps) and every key and request field the
-        features use. Row count and order are preserved exactly.
+        features use. Row count and order are preserved exactly: a row without data gets missing
+        values (``count`` 0), and duplicate rows stay separate rows.
         """
         chosen = self.select(features)
         if time_column not in spine.columns:
@@ -94,26 +105,8 @@ class OfflineExecutor:
         t_us = t.astype("datetime64[us, UTC]").dt.tz_localize(None).to_numpy().astype("int64")
         stored = [f for f in chosen if not isinstance(f, RequestFeature)]
         if stored and len(spine):
-            key_cols = sorted({k for f in stored for k in f.keys})
-            sp = pa.table({"__rid": np.arange(len(spine), dtype=np.int64), "__t": t_us,
-                           **{k: pa.array(spine[k].astype(object).where(spine[k].notna(), None).tolist())
-                              for k in key_cols}})
-            con = self._connect()
-            con.register("spine", sp)
-            lo, hi = int(t_us.min()), int(t_us.max())
-            groups: dict[tuple[str, tuple[str, ...]], list[Feature]] = defaultdict(list)
-            for f in stored:
-                groups[(f.source, f.keys)].append(f)
-            for (source, keys), feats in groups.items():
-                aggs = [f for f in feats if isinstance(f, Aggregate)]
-                latest = [f for f in feats if isinstance(f, Latest)]
-                if aggs:
-                    frame = self._aggregates(con, source, keys, aggs, lo, hi)
-                    for f in aggs:
-                        out[f.name] = frame[f.name].to_numpy()
-                for f in latest:
-                    out[f.name] = self._latest(con, source, keys, f, hi)
-            con.close()
+            for name, values in self._stored(spine, t_us, stored).items():
+                out[name] = values
         requests = [f for f in chosen if isinstance(f, RequestFeature)]
         if requests:
             inputs = sorted({c for f in requests for c in f.inputs})
@@ -123,19 +116,104 @@ class OfflineExecutor:
                 out[f.name] = pd.array(values, dtype="float64" if f.dtype == "float" else "object")
         return out
 
+    def for_window(self, start: datetime, end: datetime, *, every: timedelta | None = None,
+                   features: Sequence[str] | None = None) -> pd.DataFrame:
+        """Features of every entity active in ``(start, end]``, with no spine to supply.
+
+        An entity (a value of the features' keys) is active if an event of any source the features
+        read became available in ``(start, end]``. With ``every=None`` each active entity gets one
+        row at ``end``; with ``every=step`` one row at each of ``start + step, start + 2 step, ...``
+        up to and including ``end`` (entities that were active anywhere in the window, so a row can
+        hold values from before the entity's first event: count 0, missing values). Feature values
+        follow the usual semantics as of each row's ``prediction_time``. The chosen features must
+        share one key set (one kind of entity); request features need a request and are refused.
+
+        Returns the key columns, ``prediction_time`` (UTC) and one column per feature, ordered by
+        (prediction_time, keys).
+        """
+        names = [f.name for f in self.features if not isinstance(f, RequestFeature)] if features is None else features
+        chosen = self.select(names)
+        requests = [f.name for f in chosen if isinstance(f, RequestFeature)]
+        if requests:
+            raise InvalidConfig(f"for_window cannot compute request features {requests}: they need a request's fields")
+        key_sets = sorted({f.keys for f in chosen if not isinstance(f, RequestFeature)})
+        if len(key_sets) != 1:
+            raise InvalidConfig(f"for_window needs features of one key set (one kind of entity); got key sets "
+                                f"{[list(k) for k in key_sets]}; pass features= of one of them")
+        if every is not None and every <= timedelta(0):
+            raise InvalidConfig(f"for_window every must be a positive duration; got {every!r}")
+        if end <= start:
+            raise InvalidConfig(f"for_window needs start < end; got start={start}, end={end}")
+        keys = key_sets[0]
+        kq = ", ".join(_q(k) for k in keys)
+        not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
+        lo, hi = to_us(start), to_us(end)
+        sources = sorted({f.source for f in chosen if not isinstance(f, RequestFeature)})
+        union = " UNION ".join(f"SELECT DISTINCT {kq} FROM {self.log.relation_sql(s)} WHERE {not_null} "
+                               f"AND epoch_us(available_time) > {lo} AND epoch_us(available_time) <= {hi}"
+                               for s in sources)
+        con = self._connect()
+        try:
+            entities = con.execute(f"SELECT * FROM ({union}) ORDER BY ALL").df()
+        finally:
+            con.close()
+        times = [hi] if every is None else list(range(lo + duration_us(every), hi + 1, duration_us(every)))
+        grid = pd.DataFrame({"prediction_time": pd.to_datetime(np.array(times, dtype=np.int64), unit="us", utc=True)
+                             .astype("datetime64[us, UTC]")})
+        spine = grid.merge(entities, how="cross")[[*keys, "prediction_time"]]
+        return self.join(spine, features=[f.name for f in chosen])
+
+    def _stored(self, spine: pd.DataFrame, t_us: np.ndarray, stored: list[Feature]) -> dict[str, np.ndarray]:
+        """Values of the stored features for every spine row, computed one time chunk at a time."""
+        n = len(spine)
+        key_cols = sorted({k for f in stored for k in f.keys})
+        table = pa.table({"__rid": np.arange(n, dtype=np.int64), "__t": t_us,
+                          **{k: _arrow(spine[k]) for k in key_cols}})
+        values = {f.name: (np.full(n, np.nan) if f.dtype == "float" else np.full(n, None, dtype=object))
+                  for f in stored}
+        groups: dict[tuple[str, tuple[str, ...]], list[Feature]] = defaultdict(list)
+        for f in stored:
+            groups[(f.source, f.keys)].append(f)
+        con = self._connect()
+        try:
+            units = {g: self._latest_units(con, g[0], g[1], [f for f in fs if isinstance(f, Latest)])
+                     for g, fs in groups.items()}
+            order = np.argsort(t_us, kind="stable")
+            chunks = _chunks(t_us[order], self.chunk)
+            for i, (a, b) in enumerate(chunks):
+                rows = order[a:b]
+                con.register("spine", table.take(pa.array(rows)))
+                lo, hi = int(t_us[rows[0]]), int(t_us[rows[-1]])
+                # events available in [start, end) are new to this chunk; older ones are in the state
+                start = None if i == 0 else lo
+                end = None if i == len(chunks) - 1 else int(t_us[order[b]])
+                for (source, keys), feats in groups.items():
+                    aggs = [f for f in feats if isinstance(f, Aggregate)]
+                    for frame in self._aggregates(con, source, keys, aggs, lo, hi) if aggs else []:
+                        rid = frame["__rid"].to_numpy()
+                        for name in frame.columns.drop("__rid"):
+                            values[name][rid] = frame[name].to_numpy()
+                    for unit in units[(source, keys)]:
+                        rid, got = unit.lookup(con, self.log.relation_sql(source), start, end, hi)
+                        for name, v in got.items():
+                            values[name][rid] = v
+                con.unregister("spine")
+        finally:
+            con.close()
+        return values
+
     def _aggregates(self, con: duckdb.DuckDBPyConnection, source: str, keys: tuple[str, ...],
-                    feats: list[Aggregate], lo: int, hi: int) -> pd.DataFrame:
+                    feats: list[Aggregate], lo: int, hi: int) -> list[pd.DataFrame]:
+        """Frames of ``__rid`` and feature columns (rows in no particular order) covering the spine."""
         cols = sorted({f.column for f in feats if f.column is not None})
         self._check_columns(source, [*keys, *cols], feats[0].name)
         exact = self._exactly_summable(con, source, cols, hi)
         fast = [f for f in feats if f.agg == "count" or (f.agg in ("sum", "mean") and f.column in exact)]
         slow = [f for f in feats if f not in fast]
-        frame = self._prefix_aggregates(con, source, keys, fast, hi) if fast else pd.DataFrame()
+        frames = [self._prefix_aggregates(con, source, keys, fast, lo, hi)] if fast else []
         if slow:
-            other = self._window_aggregates(con, source, keys, slow, lo, hi)
-            for f in slow:
-                frame[f.name] = other[f.name].to_numpy()
-        return frame
+            frames.append(self._window_aggregates(con, source, keys, slow, lo, hi))
+        return frames
 
     def _exactly_summable(self, con: duckdb.DuckDBPyConnection, source: str, cols: list[str], hi: int) -> set[str]:
         """Columns whose values are all integers with |running sum| < 2**53: prefix sums of them are exact."""
@@ -148,11 +226,12 @@ class OfflineExecutor:
         return {c for c, ok in zip(cols, row, strict=True) if ok}
 
     def _prefix_aggregates(self, con: duckdb.DuckDBPyConnection, source: str, keys: tuple[str, ...],
-                           feats: list[Aggregate], hi: int) -> pd.DataFrame:
+                           feats: list[Aggregate], lo: int, hi: int) -> pd.DataFrame:
         """count/sum/mean over (t - w, t] as differences of running totals found by two ASOF joins.
 
         Exact because every summed column is integer-valued (checked by :meth:`_exactly_summable`),
         and far cheaper than range-framed window aggregates: one cumulative pass, then ASOF lookups.
+        Totals start after ``lo - widest window``: every window of a spine row starts there or later.
         """
         cols = sorted({f.column for f in feats if f.column is not None})
         kq = ", ".join(_q(k) for k in keys)
@@ -185,7 +264,7 @@ class OfflineExecutor:
             WITH g AS (
                 SELECT {kq}, epoch_us(available_time) AS __ts, count(*) AS n{per_ts}
                 FROM {self.log.relation_sql(source)}
-                WHERE {not_null} AND epoch_us(available_time) <= {hi}
+                WHERE {not_null} AND epoch_us(available_time) > {lo - widths[-1]} AND epoch_us(available_time) <= {hi}
                 GROUP BY ALL
             ), cum AS (
                 SELECT {kq}, __ts, sum(n) OVER w AS n{running}
@@ -193,7 +272,6 @@ class OfflineExecutor:
             )
             SELECT s.__rid, {", ".join(selects)}
             FROM spine s {" ".join(joins)}
-            ORDER BY s.__rid
         """
         frame = con.execute(sql).df()
         for f in feats:
@@ -230,36 +308,27 @@ class OfflineExecutor:
             FROM u
             WINDOW {window_sql}
             QUALIFY __rid IS NOT NULL
-            ORDER BY __rid
         """
         frame = con.execute(sql).df()
         for f in feats:
             frame[f.name] = frame[f.name].astype("float64")
         return frame
 
-    def _latest(self, con: duckdb.DuckDBPyConnection, source: str, keys: tuple[str, ...], f: Latest,
-                hi: int) -> np.ndarray:
-        self._check_columns(source, [*keys, f.column], f.name)
-        kq = ", ".join(_q(k) for k in keys)
-        not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in [*keys, f.column])
-        on = " AND ".join(f"s.{_q(k)} = e.{_q(k)}" for k in keys)
-        value = f"CAST(e.{_q(f.column)} AS {'DOUBLE' if f.dtype == 'float' else 'VARCHAR'})"
-        if f.max_age is not None:
-            age = duration_us(f.max_age)
-            value = f"CASE WHEN e.__et >= s.__t - {age} THEN {value} END"
-        sql = f"""
-            WITH e AS (
-                SELECT {kq}, epoch_us(available_time) AS __ts, epoch_us(event_time) AS __et, {_q(f.column)}
-                FROM {self.log.relation_sql(source)}
-                WHERE {not_null} AND epoch_us(available_time) <= {hi}
-                QUALIFY row_number() OVER (PARTITION BY {kq}, available_time ORDER BY event_time DESC, event_id DESC) = 1
-            )
-            SELECT s.__rid, {value} AS v
-            FROM spine s ASOF LEFT JOIN e ON {on} AND s.__t >= e.__ts
-            ORDER BY s.__rid
-        """
-        v = con.execute(sql).df()["v"]
-        return v.astype("float64").to_numpy() if f.dtype == "float" else v.astype(object).where(v.notna(), None).to_numpy()
+    def _latest_units(self, con: duckdb.DuckDBPyConnection, source: str, keys: tuple[str, ...],
+                      feats: list[Latest]) -> list[_Lookup]:
+        """Lookups that can share one ASOF join: all columns without missing values, then one per other column."""
+        if not feats:
+            return []
+        for f in feats:
+            self._check_columns(source, [*keys, f.column], f.name)
+        cols = sorted({f.column for f in feats})
+        # answered from Parquet statistics: no scan
+        counts = con.execute(f"SELECT {', '.join(f'count(*) - count({_q(c)})' for c in cols)} "
+                             f"FROM {self.log.relation_sql(source)}").fetchall()[0]
+        dense = [c for c, nulls in zip(cols, counts, strict=True) if nulls == 0]
+        units = [_Lookup(keys, [f for f in feats if f.column in dense], dense, dense=True)] if dense else []
+        return units + [_Lookup(keys, [f for f in feats if f.column == c], [c], dense=False)
+                        for c in cols if c not in dense]
 
     def _check_columns(self, source: str, columns: Sequence[str], feature: str) -> None:
         names = self.log.schema(source).names
@@ -269,6 +338,103 @@ class OfflineExecutor:
                     f"Feature {feature!r} reads column {c!r} of source {source!r}, which has no such column; "
                     f"it has {[n for n in names if n not in ('event_id', 'event_time', 'available_time')]}"
                 )
+
+
+_IDS = itertools.count()
+_MAX = 2**63 - 1
+
+
+class _Lookup:
+    """``Latest`` features of one (source, keys) group that one ASOF join answers: they read ``columns``.
+
+    A lookup matches each spine row to the latest event with ``available_time <= t`` whose
+    ``columns`` are all present; ties in available time go to the greatest (event time, event id).
+    When chunking, ``state`` holds per entity the latest such event before the current chunk.
+    """
+
+    def __init__(self, keys: tuple[str, ...], feats: list[Latest], columns: list[str], *, dense: bool) -> None:
+        self.keys, self.feats, self.columns = keys, feats, columns
+        self.dense = dense  # the columns have no missing values: no filter needed (nor read)
+        self.state = f"__state_{next(_IDS)}"
+        self.has_state = False
+
+    def _events(self, relation: str, start: int | None, end: int | None, hi: int) -> str:
+        kq = ", ".join(_q(k) for k in self.keys)
+        cols = ", ".join(_q(c) for c in self.columns)
+        where = [f"{_q(c)} IS NOT NULL" for c in [*self.keys, *([] if self.dense else self.columns)]]
+        where.append(f"epoch_us(available_time) {'<' if end is not None else '<='} {hi if end is None else end}")
+        if start is not None:
+            where.append(f"epoch_us(available_time) >= {start}")
+        sql = (f"SELECT {kq}, epoch_us(available_time) AS __ts, epoch_us(event_time) AS __et, event_id AS __id, "
+               f"{cols} FROM {relation} WHERE {' AND '.join(where)}")
+        if self.has_state:
+            sql += f" UNION ALL SELECT {kq}, __ts, __et, __id, {cols} FROM {self.state}"
+        return sql
+
+    def lookup(self, con: duckdb.DuckDBPyConnection, relation: str, start: int | None, end: int | None,
+               hi: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(spine row ids, values per feature) for the registered ``spine``; then advance the state to ``end``."""
+        kq = ", ".join(_q(k) for k in self.keys)
+        events = self._events(relation, start, end, hi)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __e AS {events}")
+        # Ties in (keys, available time) are rare; only then does the ASOF key need the tie-breakers,
+        # which costs a wider sort. A hash collision only sends us down the (equally correct) slow path.
+        ties = con.execute(f"SELECT count(*) - count(DISTINCT hash({kq}, __ts)) FROM __e").fetchall()[0][0]
+        if ties:
+            ek, sk = "{'a': e.__ts, 'b': e.__et, 'c': e.__id}", f"{{'a': s.__t, 'b': {_MAX}, 'c': {_MAX}}}"
+        else:
+            ek, sk = "e.__ts", "s.__t"
+        on = " AND ".join(f"s.{_q(k)} = e.{_q(k)}" for k in self.keys)
+        selects = []
+        for f in self.feats:
+            value = f"CAST(e.{_q(f.column)} AS {'DOUBLE' if f.dtype == 'float' else 'VARCHAR'})"
+            if f.max_age is not None:
+                value = f"CASE WHEN e.__et >= s.__t - {duration_us(f.max_age)} THEN {value} END"
+            selects.append(f"{value} AS {_q(f.name)}")
+        frame = con.execute(f"SELECT s.__rid, {', '.join(selects)} FROM spine s "
+                            f"ASOF LEFT JOIN __e e ON {on} AND {sk} >= {ek}").df()
+        got = {}
+        for f in self.feats:
+            v = frame[f.name]
+            got[f.name] = (v.astype("float64").to_numpy() if f.dtype == "float"
+                           else v.astype(object).where(v.notna(), None).to_numpy())
+        if end is not None:
+            fields = ", ".join(f"{_q(c)}: {_q(c)}" for c in ["__ts", "__et", "__id", *self.columns])
+            picks = ", ".join(f"struct_extract(r, {_lit(c)}) AS {_q(c)}" for c in ["__ts", "__et", "__id", *self.columns])
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {self.state} AS SELECT {kq}, {picks} FROM ("
+                        f"SELECT {kq}, arg_max({{{fields}}}, {{'a': __ts, 'b': __et, 'c': __id}}) AS r "
+                        f"FROM __e GROUP BY ALL)")
+            self.has_state = True
+        return frame["__rid"].to_numpy(), got
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _chunks(sorted_t: np.ndarray, chunk: timedelta | None) -> list[tuple[int, int]]:
+    """Index ranges of ``sorted_t`` falling in consecutive time chunks (equal times never split)."""
+    n = len(sorted_t)
+    if chunk is None or n == 0:
+        return [(0, n)]
+    width = duration_us(chunk)
+    if width <= 0:
+        raise InvalidConfig(f"OfflineExecutor chunk must be a positive duration; got {chunk!r}")
+    first = int(sorted_t[0])
+    edges = np.arange(first, int(sorted_t[-1]) + width, width, dtype=np.int64)
+    cuts = np.unique(np.searchsorted(sorted_t, edges, side="left"))
+    bounds = [int(c) for c in cuts if 0 < c < n]
+    return [(a, b) for a, b in zip([0, *bounds], [*bounds, n], strict=True)]
+
+
+def _arrow(column: pd.Series) -> pa.Array:
+    """A spine key column as Arrow (missing -> null), without a round trip through Python objects."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(object)
+    try:
+        return pa.Array.from_pandas(column)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed object column: let Arrow infer from values
+        return pa.array(column.astype(object).where(column.notna(), None).tolist())
 
 
 def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
