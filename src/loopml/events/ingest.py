@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import le
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ from loopml.events.wire import encode, parse_event
 from loopml.timeutil import to_us
 
 __all__ = ["IngestStats", "Ingestor"]
+
+_INT = {int}
 
 
 @dataclass
@@ -115,45 +118,86 @@ class Ingestor:
         if self._broken is not None:
             raise NotReady(f"consumer {self.consumer!r}: an earlier commit failed ({self._broken!r}); "
                            "its in-memory state is ahead of the store, so restart the consumer") from self._broken
-        stats = self.stats
         quarantined = list(undecodable)
-        columns, after, last_at, check = self._columns, self._after_us, self._last_at, self.validator.check
-        batches: dict[str, dict[str, list[Any]]] = {}
+        # group by source, then check and convert column by column: a per-event Python loop is the cost
+        try:
+            sources = [o["source"] for o in events]
+        except (TypeError, KeyError, IndexError):
+            sources = [o.get("source") if type(o) is dict else None for o in events]
+        groups: dict[Any, list[int]] = {}
+        for i, source in enumerate(sources):
+            g = groups.get(source)
+            if g is None:
+                g = groups[source] = []
+            g.append(i)
         applied = 0
-        for i, obj in enumerate(events):
+        ex = self.executor
+        for source, idx in groups.items():
+            objs = [events[i] for i in idx]
+            cols = self._columnar(source, objs) if type(source) is str else None
+            if cols is None:  # something is off (or the times are ISO strings): event by event
+                objs = self._sift(source, idx, objs, quarantined, position_of)
+                if not objs:
+                    continue
+                cols = self._columnar(source, objs, checked=True)
+                assert cols is not None
+            if source not in self._columns:  # a source no feature reads: nothing to update, but it was consumed
+                applied += len(objs)
+                continue
+            self._last_at[source] = cols["available_time"][-1]
+            ex.update(source, EventBatch(cols, len(objs)))
+            applied += len(objs)
+        self._commit(end, applied, quarantined)
+
+    def _columnar(self, source: str, objs: list[Any], *, checked: bool = False) -> dict[str, list[Any]] | None:
+        """The events as columns, or None if any needs a closer look: a bad or ISO time, a failed rule,
+        a time going backwards, or one at or before ``after``."""
+        ids = [o.get("event_id") for o in objs]
+        ets = [o.get("event_time") for o in objs]
+        ats = [o.get("available_time") for o in objs]
+        if not checked:
+            after, last = self._after_us, self._last_at.get(source)
+            if (set(map(type, ids)) != _INT or set(map(type, ets)) != _INT or set(map(type, ats)) != _INT
+                    or not all(map(le, ets, ats)) or (after is not None and ats[0] <= after)):
+                return None
+        cols: dict[str, list[Any]] = {"event_id": ids, "event_time": ets, "available_time": ats}
+        wanted = self._columns.get(source)
+        if wanted is None:
+            return cols
+        for c in wanted:
+            cols[c] = [o.get(c) for o in objs]
+        if checked:
+            return cols
+        if (last is not None and ats[0] < last) or not all(map(le, ats, ats[1:])):
+            return None
+        return cols if self.validator.check_columns(source, cols, objs) else None
+
+    def _sift(self, source: Any, idx: list[int], objs: list[Any], quarantined: list[Quarantined],
+              position_of: Callable[[int], str] | None) -> list[dict[str, Any]]:
+        """The events that pass, in order (times as integer microseconds); the others go to ``quarantined``."""
+        keep = []
+        last = self._last_at.get(source)
+        after = self._after_us
+        for i, obj in zip(idx, objs, strict=True):
             try:
                 source, eid, et, at = parse_event(obj)
             except SchemaError as e:
                 quarantined.append(self._bad(i, obj, str(e), position_of))
                 continue
             if after is not None and at <= after:
-                stats.skipped += 1
+                self.stats.skipped += 1
                 continue
-            cols = columns.get(source)
-            if cols is None:  # a source no feature reads: nothing to update, but it was consumed
-                applied += 1
-                continue
-            reason = check(source, obj)
-            if reason is None and at < last_at.get(source, at):
-                reason = (f"source {source!r}: event {eid} is late: available_time {at} us is before {last_at[source]} us, "
+            reason = self.validator.check(source, obj)
+            if reason is None and last is not None and at < last:
+                reason = (f"source {source!r}: event {eid} is late: available_time {at} us is before {last} us, "
                           "already applied for this source (events of a source must arrive in available-time order)")
             if reason is not None:
                 quarantined.append(self._bad(i, obj, reason, position_of, source, eid))
                 continue
-            last_at[source] = at
-            b = batches.get(source)
-            if b is None:
-                b = batches[source] = {"event_id": [], "event_time": [], "available_time": [], **{c: [] for c in cols}}
-            b["event_id"].append(eid)
-            b["event_time"].append(et)
-            b["available_time"].append(at)
-            for c in cols:
-                b[c].append(obj.get(c))
-            applied += 1
-        ex = self.executor
-        for source, b in batches.items():
-            ex.update(source, EventBatch(b, len(b["event_id"])))
-        self._commit(end, applied, quarantined)
+            last = at
+            keep.append(obj if type(obj["event_time"]) is int and type(obj["available_time"]) is int
+                        else {**obj, "event_time": et, "available_time": at})
+        return keep
 
     def _commit(self, end: str, applied: int, quarantined: list[Quarantined]) -> None:
         self.executor.flush()

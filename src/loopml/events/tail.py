@@ -47,14 +47,15 @@ class JsonLinesTail:
     pattern
         A file path or glob (``/var/log/events/*.jsonl``); matching files are read in name order.
     batch
-        Lines per commit.
+        Lines per commit: bigger batches amortise the commit (each rewrites the changed entities' state);
+        a crash redoes at most one batch.
     name
         The checkpoint's name (default ``file:PATTERN``).
     schemas, after
         See :class:`~loopml.events.ingest.Ingestor`.
     """
 
-    def __init__(self, executor: Any, pattern: str | os.PathLike[str], *, batch: int = 5000, name: str | None = None,
+    def __init__(self, executor: Any, pattern: str | os.PathLike[str], *, batch: int = 20_000, name: str | None = None,
                  schemas: Sequence[SourceSchema] = (), after: datetime | None = None) -> None:
         self.pattern = str(pattern)
         self.batch = batch
@@ -118,7 +119,7 @@ class JsonLinesTail:
             f.seek(offset)
             carry = b""
             while True:
-                chunk = f.read(1 << 22)
+                chunk = f.read(max(1 << 22, 256 * self.batch))
                 if not chunk:
                     return seen
                 data = carry + chunk

@@ -13,10 +13,11 @@ key is a column of the source. A timestamp-valued column is written as an ISO-86
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from loopml.errors import BadTimestamp, SchemaError
 from loopml.events.log import EventLog
@@ -27,14 +28,12 @@ __all__ = ["decode_many", "decode_time", "encode", "events_from_log", "parse_eve
 
 
 def encode(event: Mapping[str, Any]) -> str:
-    """One event as compact JSON (datetimes as ISO-8601 strings)."""
-    return json.dumps(event, separators=(",", ":"), default=_default)
+    """One event as compact JSON (datetimes as ISO-8601 strings, NaN as null: both mean missing)."""
+    return orjson.dumps(event, default=_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
+    if hasattr(value, "item"):  # numpy scalars orjson does not know
         return value.item()
     raise TypeError(f"cannot encode {type(value).__name__} {value!r} in an event")
 
@@ -76,7 +75,7 @@ def decode_many(values: Sequence[bytes | None]) -> tuple[list[int], list[Any], l
     """
     if values and all(v is not None and v[:1] == b"{" and v[-1:] == b"}" for v in values):
         try:
-            parsed = json.loads(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
+            parsed = orjson.loads(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
         except ValueError:
             parsed = None
         if parsed is not None and len(parsed) == len(values):
@@ -89,7 +88,7 @@ def decode_many(values: Sequence[bytes | None]) -> tuple[list[int], list[Any], l
             bad.append((i, "", "no payload (a stream entry without the event field)"))
             continue
         try:
-            events.append(json.loads(v))
+            events.append(orjson.loads(v))
             good.append(i)
         except ValueError as e:
             bad.append((i, v.decode("utf-8", "replace"), f"not valid JSON: {e}"))
