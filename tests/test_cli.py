@@ -130,10 +130,42 @@ def test_evaluate_json_contract(demo):
     behaviour = {b["name"]: b for b in doc["behaviour"]}
     assert behaviour["more rain does not lower P(delay)"]["passed"]  # the project declares monotone precipitation
     assert doc["leakage"]["passed"] and {"behavioural_tests", "no_leakage"} <= {g["gate"] for g in doc["gates"]}
+    assert doc["gate_policy"]["max_ece"] == 0.03  # declared in examples/flights/project.py
+    rob = doc["robustness"]
+    assert rob["noise"]["mean_abs_change"] < 0.05  # 1% noise must not swing scores
+    weather = next(m for m in rob["missing_source"] if m["group"] == "weather feed down")
+    assert weather["log_loss_change"] is not None and "origin_precip" in weather["features"]
+    shap = doc["explanations"]["mean_abs_shap"]
+    assert set(shap) == set(doc["explanations"]["gain"]) and all(v >= 0 for v in shap.values())
+    roc = doc["curves"]["roc"]
+    assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0 and roc["fpr"] == sorted(roc["fpr"])
+    assert set(doc["timings"]) >= {"features_and_scoring", "metrics_and_baselines", "gates"}
     card = Path(doc["model_card"]).read_text()
     assert "# Model card: flights v1" in card and "Intended use" in card and "conformal" in card.lower()
+    assert "## Behavioural tests" in card and "## Robustness" in card and "## What drives the score" in card
     html = Path(doc["report"]).read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "https://" not in html
+    assert html.count("data:image/png;base64,") >= 6 and "https://" not in html
+
+
+def test_promotion_gates_come_from_the_project_file(demo, tmp_path):
+    """The same version, the same window: a project whose policy demands perfect calibration refuses it."""
+    from loopml.registry import ArtifactStore, Registry
+
+    state, _ = demo
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    (strict / "project.py").write_text(
+        "from dataclasses import replace\n"
+        "from loopml import load_project\n"
+        f"project = replace(load_project({FLIGHTS!r}), gates={{'max_ece': 0.0}})\n")
+    proc = loopml("models", "promote", "1", "--project", str(strict), "--state", str(state), "--from", "2013-03-25",
+                  "--to", "2013-04-01", check=False)
+    assert proc.returncode == 1 and "GateFailed" in proc.stderr and "ece" in proc.stderr
+    reg = Registry(f"sqlite:///{state / 'registry.sqlite'}", ArtifactStore(state / "artifacts"))
+    last = reg.decisions("flights")[-1]
+    assert last["kind"] == "promotion_refused"
+    ece = next(g for g in last["details"]["evidence"]["gates"] if g["gate"] == "ece")
+    assert ece["threshold"] == 0.0 and ece["passed"] is False
 
 
 def test_batch_predict_scores_equal_the_served_online_scores(demo, tmp_path):

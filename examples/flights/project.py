@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import flightsdata
 
-from loopml import Aggregate, Label, Latest, Project, RequestFeature, Spine
+from loopml import Aggregate, Gates, Label, Latest, Project, RequestFeature, Spine
 from loopml.evaluation import Directional, Invariance, MinimumFunctionality
 
 NY = ZoneInfo("America/New_York")
@@ -99,6 +99,9 @@ project = Project(
                  "LGA is to arrive more than 15 minutes late (or not at all). Not for operational decisions about "
                  "crews or aircraft; not validated outside New York 2013."),
     behaviour=behaviour,
+    # the promotion policy: `loopml evaluate` reports it, `loopml models promote` enforces it
+    gates=Gates(max_log_loss_increase=0.0, max_ece=0.03, min_slice_support=500, max_slice_worse=0.02,
+                require_behaviour=True, require_no_leakage=True, must_beat_prior=True),
     train_from="2013-01-01",
     train_to="2013-03-01",
 )

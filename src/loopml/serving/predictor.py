@@ -79,13 +79,37 @@ class Predictor:
         return self.predict_many([request], at=at, entity_ids=[entity_id], request_ids=[request_id],
                                  extra=extra)[0]
 
+    def explain(self, request: Mapping[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
+        """Why this request scores as it does: the features as served and their SHAP contributions.
+
+        Contributions (LightGBM ``pred_contrib``) add up, with ``bias``, to the raw log-odds; ``score``
+        is the served (recalibrated, if the version carries a calibrator) probability. Nothing is
+        logged: an explanation is not a prediction.
+        """
+        model, version = self._current
+        clean = self.schema.validate(request)
+        t = at or self.prediction_time(clean)
+        features = self.online.get(clean, t)
+        contrib = model.contributions_rows([features]).iloc[0]
+        ranked = sorted(((f, float(contrib[f])) for f in model.features), key=lambda kv: -abs(kv[1]))
+        return {"model_version": version, "prediction_time": t.isoformat(), "features": features,
+                "score": float(model.predict_rows([features])[0]), "bias": float(contrib["bias"]),
+                "raw_log_odds": float(contrib.sum()), "contributions": dict(ranked)}
+
     def predict_many(self, requests: Sequence[Mapping[str, Any]], *, at: datetime | None = None,
                      entity_ids: Sequence[str | None] | None = None, request_ids: Sequence[str | None] | None = None,
-                     extra: Mapping[str, Any] | None = None, validated: bool = False) -> list[Prediction]:
-        """Score a batch in one model call; every prediction is in the log before this returns."""
+                     extra: Mapping[str, Any] | None = None, validated: bool = False,
+                     ats: Sequence[datetime | None] | None = None) -> list[Prediction]:
+        """Score a batch in one model call; every prediction is in the log before this returns.
+
+        ``at`` sets one prediction time for every request, ``ats`` one per request (None: the spine's rule).
+        """
         model, version = self._current
         clean = list(requests) if validated else [self.schema.validate(r) for r in requests]
-        times = [at or self.prediction_time(r) for r in clean]
+        if ats is not None:
+            times = [t or self.prediction_time(r) for r, t in zip(clean, ats, strict=True)]
+        else:
+            times = [at or self.prediction_time(r) for r in clean]
         t0 = time.perf_counter()
         rows = [self.online.get(r, t) for r, t in zip(clean, times, strict=True)]
         if self.metrics is not None and rows:
