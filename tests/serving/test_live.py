@@ -266,3 +266,38 @@ def test_importing_and_building_the_app_configures_no_logging():
             "print(sum(len(logging.getLogger(n).handlers) for n in names))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
+
+
+@pytest.mark.slow
+def test_loopml_serve_writes_json_log_lines_with_request_ids(served_ws):
+    import os
+    import signal
+    from pathlib import Path
+
+    from tests.serving.conftest import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "loopml.cli", "serve", "--project", str(root / "examples" / "flights"), "--state",
+         str(served_ws.root), "--port", str(port), "--log-level", "info", "--batch-window-ms", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _wait(lambda: server.poll() is not None or _up(url), 120), "server did not start"
+        r = httpx.post(f"{url}/predict", json=ROWS[0], headers={"x-request-id": "cli-1"}, timeout=30)
+        assert r.status_code == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    access = [d for d in lines if d.get("request_id") == "cli-1"]
+    assert access and access[0]["status"] == 200 and access[0]["path"] == "/predict"
+    assert {"time", "level", "model_version", "latency_ms"} <= set(access[0])
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -14,7 +14,7 @@ from loopml.serving.schema import RequestSchema
 from loopml.training.model import GBMModel
 from loopml.workspace import Workspace
 
-__all__ = ["build_predictor", "model_loader"]
+__all__ = ["build_predictor", "champion_resolver", "model_loader"]
 
 
 def model_loader(project: Project, ws: Workspace) -> Callable[[str], tuple[int, GBMModel]]:
@@ -26,6 +26,12 @@ def model_loader(project: Project, ws: Workspace) -> Callable[[str], tuple[int, 
         return mv.version, model
 
     return load
+
+
+def champion_resolver(project: Project, ws: Workspace) -> Callable[[], int]:
+    """``() -> version`` of the project's champion in the state's registry (for hot swap on promote)."""
+    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    return lambda: registry.resolve(project.name, Registry.CHAMPION)
 
 
 def build_predictor(project: Project, ws: Workspace, model_version: str | int = "champion") -> Predictor:

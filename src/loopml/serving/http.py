@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopml.errors import LoopmlError, ModelNotFound, ModelRejected, NotReady, SchemaError
 from loopml.serving import oip
+from loopml.serving.batching import MicroBatcher
 from loopml.serving.hotswap import ChampionWatcher, ModelLoader, ModelSwapper, smoke_test
 from loopml.serving.logs import request_id_var
 from loopml.serving.metrics import ServingMetrics
@@ -67,7 +68,8 @@ def _error(message: str, status: int, kind: str, request_id: str | None = None) 
 
 def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, admin_token: str | None = None,
                max_body_bytes: int = 1_000_000, max_batch: int = 1000,
-               watch_champion: Callable[[], int] | None = None, watch_interval: float = 2.0) -> FastAPI:
+               watch_champion: Callable[[], int] | None = None, watch_interval: float = 2.0,
+               batch_window_ms: float = 0.0, batch_max_rows: int = 64) -> FastAPI:
     """A FastAPI app serving ``predictor``.
 
     Parameters
@@ -82,6 +84,9 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         ``() -> version`` of the registry's champion; when given (with ``load_model``), the app polls
         it every ``watch_interval`` seconds and hot-swaps, so ``loopml models promote``/``rollback``
         reach the running server.
+    batch_window_ms, batch_max_rows
+        Adaptive micro-batching (:class:`~loopml.serving.batching.MicroBatcher`): concurrent requests
+        arriving within the window are scored as one batch. 0 (the default) scores each request alone.
     """
     name = predictor.project.name
     metrics = predictor.metrics or ServingMetrics()
@@ -101,6 +106,8 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
             if watcher is not None:
                 watcher.stop()
 
+    batcher = (MicroBatcher(predictor, window_ms=batch_window_ms, max_rows=batch_max_rows)
+               if batch_window_ms > 0 else None)
     app = FastAPI(title=f"loopml: {name}", version="1", lifespan=lifespan)
     app.state.swapper = swapper
     app.state.watcher = watcher
@@ -169,6 +176,15 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SchemaError(f"request body must be JSON; could not parse it: {exc}") from None
 
+    async def _score(clean: list[dict[str, Any]], ats: list[Any], entity_ids: list[str | None],
+                     request_ids: list[str | None]) -> list[Any]:
+        if batcher is None:
+            return predictor.predict_many(clean, ats=ats, entity_ids=entity_ids, request_ids=request_ids,
+                                          validated=True)
+        # times are resolved per request here, so that one bad request cannot fail the others' batch
+        times = [t or predictor.prediction_time(c) for c, t in zip(clean, ats, strict=True)]
+        return await batcher.predict(clean, ats=times, entity_ids=entity_ids, request_ids=request_ids)
+
     # -- plain JSON --------------------------------------------------------------------------
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -186,8 +202,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         entity = body.get(id_field)
         if entity is not None and not isinstance(entity, str):
             raise SchemaError(f"request field {id_field!r} must be a string; got {entity!r}")
-        pred = predictor.predict_many([clean], at=at, entity_ids=[entity], validated=True,
-                                      request_ids=[request.state.request_id])[0]
+        pred = (await _score([clean], [at], [entity], [request.state.request_id]))[0]
         return JSONResponse({"request_id": pred.request_id, "score": pred.score, "model_version": pred.model_version,
                              "at": pred.at.isoformat(), "features": pred.features})
 
@@ -245,7 +260,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         binary = oip.binary_outputs(doc, ["score"])
         rows = oip.rows_from_inputs(doc, fields, max_batch=max_batch)
         clean = [predictor.schema.validate(r) for r in rows]
-        preds = predictor.predict_many(clean, validated=True)
+        preds = await _score(clean, [None] * len(clean), [None] * len(clean), [None] * len(clean))
         req_id = doc.get("id")
         out = {"model_name": name, "model_version": str(preds[0].model_version if preds else predictor.version),
                "id": req_id if isinstance(req_id, str) else request.state.request_id,

@@ -1,0 +1,84 @@
+"""Adaptive micro-batching: requests that arrive together are scored in one model call.
+
+The first request to arrive opens a window of at most ``window_ms``; every request that arrives
+before it closes (or until ``max_rows`` rows are waiting) joins the batch, which is scored by one
+:meth:`~loopml.serving.Predictor.predict_many` call (one feature fetch pass, one model call, one
+prediction-log append). A lone request waits at most the window. Results are identical to scoring
+each request alone; every prediction is in the log before any of its batch's responses leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from loopml.errors import InvalidConfig
+from loopml.serving.predictor import Prediction, Predictor
+
+__all__ = ["MicroBatcher"]
+
+MAX_WINDOW_MS = 10.0
+
+
+class MicroBatcher:
+    """Collect concurrent requests for up to ``window_ms`` milliseconds, then score them together.
+
+    Parameters
+    ----------
+    predictor
+        Scores the batch.
+    window_ms
+        Longest wait for company, in milliseconds (0 < window_ms <= 10).
+    max_rows
+        A batch is scored as soon as this many rows wait.
+    """
+
+    def __init__(self, predictor: Predictor, *, window_ms: float = 1.0, max_rows: int = 64) -> None:
+        if not 0 < window_ms <= MAX_WINDOW_MS:
+            raise InvalidConfig(f"batch window_ms must be in (0, {MAX_WINDOW_MS}]; got {window_ms!r}")
+        if max_rows < 1:
+            raise InvalidConfig(f"batch max_rows must be at least 1; got {max_rows!r}")
+        self.predictor = predictor
+        self.window_ms = window_ms
+        self.max_rows = max_rows
+        self._pending: list[tuple[Mapping[str, Any], datetime | None, str | None, str | None]] = []
+        self._waiters: list[tuple[asyncio.Future[list[Prediction]], int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def predict(self, rows: Sequence[Mapping[str, Any]], *, ats: Sequence[datetime | None],
+                      entity_ids: Sequence[str | None], request_ids: Sequence[str | None]) -> list[Prediction]:
+        """Predictions for validated ``rows``, scored with whatever else arrives within the window."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Prediction]] = loop.create_future()
+        self._waiters.append((future, len(rows)))
+        self._pending.extend(zip(rows, ats, entity_ids, request_ids, strict=True))
+        if len(self._pending) >= self.max_rows:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window_ms / 1000, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, waiters = self._pending, self._waiters
+        self._pending, self._waiters = [], []
+        if not pending:
+            return
+        try:
+            preds = self.predictor.predict_many([p[0] for p in pending], ats=[p[1] for p in pending],
+                                                entity_ids=[p[2] for p in pending],
+                                                request_ids=[p[3] for p in pending], validated=True)
+        except Exception as exc:  # hand the failure to every request of the batch; the server keeps running
+            for future, _ in waiters:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for future, n in waiters:
+            if not future.done():  # a client that went away cancels its future
+                future.set_result(preds[start:start + n])
+            start += n

@@ -1,0 +1,65 @@
+"""Micro-batching: concurrent requests scored together give exactly the scores they get alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from loopml.errors import InvalidConfig
+from loopml.serving.batching import MicroBatcher
+from loopml.serving.factory import build_predictor
+from loopml.serving.http import create_app
+
+CARRIERS = ["UA", "AA", "B6", "DL", "EV", "MQ"]
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"carrier": CARRIERS[i % 6], "flight": 100 + i, "origin": ["EWR", "JFK", "LGA"][i % 3], "dest": "ATL",
+             "tailnum": None if i % 5 == 0 else f"N{100 + i}", "sched_dep": f"2013-03-01T{10 + i % 12:02d}:{i % 60:02d}:00Z"}
+            for i in range(n)]
+
+
+async def _fire(app, rows: list[dict]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        plain = [c.post("/predict", json=r, headers={"x-request-id": f"p{i}"}) for i, r in enumerate(rows)]
+        v2 = [c.post("/v2/models/flights/infer", json={"inputs": [
+            {"name": k, "datatype": "BYTES", "shape": [1], "data": ["" if v is None else str(v)]} for k, v in r.items()]})
+            for r in rows]
+        return await asyncio.gather(*plain, *v2)
+
+
+def test_batched_scores_equal_unbatched_and_batches_form(flights_project, served_ws):
+    rows = _rows(24)
+    alone = asyncio.run(_fire(create_app(build_predictor(flights_project, served_ws)), rows))
+    predictor = build_predictor(flights_project, served_ws)
+    batched_app = create_app(predictor, batch_window_ms=10, batch_max_rows=16)
+    batched = asyncio.run(_fire(batched_app, rows))
+    assert all(r.status_code == 200 for r in alone + batched), [r.text for r in alone + batched if r.status_code != 200]
+    score = lambda r: r.json()["score"] if "score" in r.json() else r.json()["outputs"][0]["data"][0]  # noqa: E731
+    assert [score(r) for r in batched] == [score(r) for r in alone]  # exactly equal, not approximately
+    assert [r.json()["request_id"] for r in batched[:24]] == [f"p{i}" for i in range(24)]
+    assert [r.json()["features"] for r in batched[:24]] == [r.json()["features"] for r in alone[:24]]
+    sizes = predictor.metrics.batch_size.collect()[0].samples
+    count = next(s.value for s in sizes if s.name.endswith("_count"))
+    total = next(s.value for s in sizes if s.name.endswith("_sum"))
+    assert total == 48 and count < 48  # 48 rows in fewer model calls than requests
+    assert max(s.value for s in sizes if s.name.endswith("_bucket") and s.labels["le"] == "16.0") == count
+
+
+def test_a_bad_request_in_a_batch_fails_alone(flights_project, served_ws):
+    rows = _rows(6)
+    rows[2] = {**rows[2], "sched_dep": "0001-01-01T00:30:00Z"}  # its prediction time is out of range
+    app = create_app(build_predictor(flights_project, served_ws), batch_window_ms=10)
+    out = asyncio.run(_fire(app, rows))[:6]
+    assert [r.status_code for r in out] == [200, 200, 422, 200, 200, 200]
+    with TestClient(app) as c:  # a lone request is scored after the window, not stuck
+        assert c.post("/predict", json=rows[0]).status_code == 200
+
+
+@pytest.mark.parametrize("window", [0, -1, 11])
+def test_batch_window_is_bounded(window):
+    with pytest.raises(InvalidConfig, match="window_ms"):
+        MicroBatcher(None, window_ms=window)  # type: ignore[arg-type]
