@@ -1,0 +1,547 @@
+"""HTTP serving: ``loopml serve`` vs ``mlflow models serve``, MLServer (adaptive batching) and FastAPI.
+
+What is measured
+----------------
+The flights champion of a short demo state (``loopml demo --until 2013-03-03 --policy static``:
+a LightGBM model trained on Jan-Feb 2013, registered with its verified ONNX export) is served
+five ways, each in a fresh process per round, all on 127.0.0.1 with ``OMP_NUM_THREADS=1``:
+
+- ``loopml``: ``loopml serve --project examples/flights --state S --port N``; the request is the
+  flight's six request fields (``POST /predict``); the server validates them, looks the 14 stored
+  features up in the SQLite online store, scores with ONNX Runtime and appends the prediction
+  (features included) to the durable prediction log before answering.
+- ``mlflow``: ``mlflow models serve -m DIR --env-manager local -w 1`` (MLflow 3.x) of the same
+  booster saved with ``mlflow.lightgbm.save_model``; request: the encoded feature row as
+  ``dataframe_split``.
+- ``mlserver``: MLServer 1.7 + mlserver-lightgbm, the same booster file, adaptive batching on
+  (``max_batch_size`` 16, ``max_batch_time`` 2 ms), default ``parallel_workers`` (1); request: the
+  feature row as an Open Inference Protocol FP64 tensor of shape [1, F].
+- ``fastapi``: the naive baseline of /work/shared/peers/serving/fastapi_app.py with the LightGBM
+  booster instead of a pickle: one sync route, ``Booster.predict`` on the posted row.
+- ``asgi_const``: the floor for an HTTP answer in Python: a bare ASGI callable that reads the body
+  and returns a constant JSON score, run by the same uvicorn (same loop and HTTP parser) as
+  ``loopml serve``.
+
+Peers get the feature row that loopml's online executor computes for the same flight and time
+(encoded exactly as loopml encodes it), so every server scores the same booster on the same row.
+Before timing, each server's answer is checked against ``Booster.predict`` on that row (1e-5:
+loopml serves the ONNX export, verified to that tolerance at registration). Peers run in their own
+virtual environments under bench/.out/serving/ (created here on first run), never in loopml's.
+
+Load: wrk 4 (C, HTTP/1.1 keep-alive, closed loop), one thread, ``-c1`` and ``-c16``, a Lua POST
+script per server (the peer harness's), single-row requests. Each round starts every server
+fresh, warms each one up, then times them one at a time in an order rotated between rounds.
+Reported: per server the median over rounds of throughput, p50 and p99 (wrk's), and server CPU per
+request (utime+stime of the server's process group from /proc/<pid>/stat, before and after);
+and the median over rounds of the per-round ratios loopml/peer. Also measured in the same run, in
+fresh processes: the model's own one-row ``Booster.predict`` (native, one thread), loopml's ONNX
+one-row ``GBMModel.predict_rows`` and the in-process ``Predictor.predict_many`` of one raw request
+(validation, online feature lookup, ONNX scoring, durable prediction log in a scratch folder).
+
+Run:  .venv/bin/python bench/bench_serving.py [--rounds 3] [--duration 10]
+Exit status 1 if a server answers a different score, fails to start, or returns errors under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / ".out" / "serving"
+STATE = ROOT / "bench" / ".out" / "serve-state"
+PROJECT = ROOT / "examples" / "flights"
+LOOPML_PY = Path(sys.executable)
+CLK = os.sysconf("SC_CLK_TCK")
+TOL = 1e-5
+BATCH = {"max_batch_size": 16, "max_batch_time": 0.002}
+PY_FOR_VENVS = os.environ.get("BENCH_PYTHON", sys.executable)
+
+# Peer virtual environments: name -> pip requirements (tested ranges).
+VENVS = {
+    "mlflow": ["mlflow>=3,<4", "lightgbm==4.7.0"],
+    "mlserver": ["mlserver>=1.7,<1.8", "mlserver-lightgbm>=1.7,<1.8", "uvloop<0.22", "lightgbm==4.7.0"],
+    "fastapi": ["fastapi", "uvicorn[standard]", "lightgbm==4.7.0"],
+}
+PORTS = {"loopml": 18701, "mlflow": 18702, "mlserver": 18703, "fastapi": 18706, "asgi_const": 18707}
+
+FASTAPI_APP = '''"""Naive baseline (peers/serving/fastapi_app.py with LightGBM): one JSON row in, predict out."""
+import os
+import lightgbm as lgb
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+model = lgb.Booster(model_file=os.environ["MODEL_PATH"])
+app = FastAPI()
+
+
+class Req(BaseModel):
+    inputs: list[list[float]]
+
+
+@app.post("/predict")
+def predict(req: Req):  # sync def -> FastAPI's threadpool (idiomatic for blocking work)
+    return {"predictions": model.predict(np.asarray(req.inputs, dtype=np.float64)).tolist()}
+
+
+@app.get("/health")
+def health():
+    return {"ok": True}
+'''
+
+ASGI_CONST = '''"""Floor: a bare ASGI app that drains the request body and returns a constant score."""
+BODY = b'{"score":0.5}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    more = True
+    while more:
+        msg = await receive()
+        more = msg.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+'''
+
+MLFLOW_SAVE = '''import json, sys, shutil
+import lightgbm as lgb, pandas as pd, mlflow, mlflow.lightgbm
+info = json.load(open(sys.argv[1]))
+booster = lgb.Booster(model_file=sys.argv[2])
+shutil.rmtree(sys.argv[3], ignore_errors=True)
+mlflow.lightgbm.save_model(booster, sys.argv[3],
+                           input_example=pd.DataFrame([info["row"]], columns=info["features"]))
+print(mlflow.__version__)
+'''
+
+LUA_DONE = r'''
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,' ..
+    '"p99_us":%d,"mean_us":%.1f,"max_us":%d,"err_connect":%d,"err_read":%d,"err_write":%d,' ..
+    '"err_status":%d,"err_timeout":%d}\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean,
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+'''
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+def ensure_venv(name: str) -> Path:
+    """OUT/venv-NAME with VENVS[name] installed (once; a marker records the requirements)."""
+    venv = OUT / f"venv-{name}"
+    marker = venv / ".bench-requirements"
+    spec = "\n".join(VENVS[name])
+    if marker.exists() and marker.read_text() == spec:
+        return venv / "bin"
+    print(f"installing {name} into {venv} ...", flush=True)
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([PY_FOR_VENVS, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *VENVS[name]], check=True)
+    marker.write_text(spec)
+    return venv / "bin"
+
+
+def ensure_state() -> None:
+    if (STATE / "registry.sqlite").exists() and (STATE / "online.sqlite").exists():
+        return
+    print(f"creating the demo state in {STATE} (loopml demo, ~1-2 min) ...", flush=True)
+    subprocess.run([str(LOOPML_PY.parent / "loopml"), "demo", "--dir", str(STATE), "--until", "2013-03-03",
+                    "--policy", "static"], check=True, stdout=subprocess.DEVNULL)
+
+
+def prepare() -> dict:
+    """Pick a served flight, compute its features as loopml does, and lay the booster out for peers."""
+    from loopml import load_project
+    from loopml.serving.factory import build_predictor
+    from loopml.serving.predictionlog import PredictionLog
+    from loopml.timeutil import parse_time
+    from loopml.workspace import Workspace
+
+    proj = load_project(PROJECT)
+    ws = Workspace.for_project(proj, STATE)
+    predictor = build_predictor(proj, ws)
+    predictor.log = None
+    logged = PredictionLog(ws.predictions).read_predictions().sort_values("at")
+    fields = list(proj.spine.request_fields)
+    chosen = None
+    # One of the last flights served, scheduled up to 2 h later if need be, so that every feature has a
+    # value now (weather is dropped after 3 h; the state ends at the demo's --until): missing values
+    # would need NaN in JSON, which some peers reject.
+    for logged_req in list(logged["request"])[::-1][:50]:
+        for shift in range(0, 121, 30):
+            req = {f: _plain(logged_req[f]) for f in fields}
+            if req.get("tailnum") is None:
+                break
+            req["sched_dep"] = (parse_time(req["sched_dep"], field="sched_dep")
+                                + timedelta(minutes=shift)).isoformat()
+            pred = predictor.predict(req)
+            if all(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in pred.features.values()):
+                chosen = (req, pred)
+                break
+        if chosen:
+            break
+    if chosen is None:
+        raise SystemExit("no served flight with complete features in the demo state's prediction log")
+    req, pred = chosen
+    model = predictor.model
+    X = model.encode_rows([pred.features])
+    native = float(model.booster.predict(X, num_threads=1)[0])
+    if abs(native - pred.score) > TOL:
+        raise SystemExit(f"loopml's score {pred.score} differs from the booster's {native} by more than {TOL}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    model.booster.save_model(str(OUT / "model.txt"))
+    info = {"request": req, "features": model.features, "row": X[0].tolist(), "expected": native,
+            "loopml_score": pred.score, "model_version": predictor.version, "backend": model.backend}
+    (OUT / "row.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _plain(value):
+    """A JSON-ready request value (DuckDB hands back numpy integers and timestamps)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def layout_peers(info: dict) -> None:
+    bins = {n: ensure_venv(n) for n in VENVS}
+    out = subprocess.run([str(bins["mlflow"] / "python"), "-c", MLFLOW_SAVE, str(OUT / "row.json"),
+                          str(OUT / "model.txt"), str(OUT / "mlflow_model")], capture_output=True, text=True,
+                         env=dict(os.environ, MLFLOW_TRACKING_URI=f"file://{OUT}/mlruns"))
+    if out.returncode:
+        raise SystemExit(f"mlflow save_model failed:\n{out.stderr[-3000:]}")
+    repo = OUT / "mlserver_repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    (repo / "flights").mkdir(parents=True)
+    shutil.copy(OUT / "model.txt", repo / "flights" / "model.txt")
+    p = PORTS["mlserver"]
+    (repo / "settings.json").write_text(json.dumps(
+        {"host": "127.0.0.1", "http_port": p, "grpc_port": p + 1, "metrics_port": p + 2}, indent=1))
+    (repo / "flights" / "model-settings.json").write_text(json.dumps(
+        {"name": "flights", "implementation": "mlserver_lightgbm.LightGBMModel", **BATCH,
+         "parameters": {"uri": "./model.txt", "version": "v1"}}, indent=1))
+    (OUT / "fastapi_app.py").write_text(FASTAPI_APP)
+    (OUT / "asgi_const.py").write_text(ASGI_CONST)
+
+
+def servers(info: dict) -> dict[str, dict]:
+    venv = {n: OUT / f"venv-{n}" / "bin" for n in VENVS}
+    row, feats = info["row"], info["features"]
+    host = "http://127.0.0.1"
+    return {
+        "loopml": dict(
+            cmd=[str(LOOPML_PY.parent / "loopml"), "serve", "--project", str(PROJECT), "--state", str(STATE),
+                 "--port", str(PORTS["loopml"])],
+            health=f"{host}:{PORTS['loopml']}/health", url=f"{host}:{PORTS['loopml']}/predict",
+            body=info["request"], score=lambda d: d["score"]),
+        "mlflow": dict(
+            cmd=[str(venv["mlflow"] / "mlflow"), "models", "serve", "-m", str(OUT / "mlflow_model"), "-h", "127.0.0.1",
+                 "-p", str(PORTS["mlflow"]), "--env-manager", "local", "-w", "1"],
+            health=f"{host}:{PORTS['mlflow']}/ping", url=f"{host}:{PORTS['mlflow']}/invocations",
+            body={"dataframe_split": {"columns": feats, "data": [row]}}, score=lambda d: d["predictions"][0]),
+        "mlserver": dict(
+            cmd=[str(venv["mlserver"] / "mlserver"), "start", str(OUT / "mlserver_repo")],
+            health=f"{host}:{PORTS['mlserver']}/v2/models/flights/ready",
+            url=f"{host}:{PORTS['mlserver']}/v2/models/flights/infer",
+            body={"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}]},
+            score=lambda d: d["outputs"][0]["data"][0]),
+        "fastapi": dict(
+            cmd=[str(venv["fastapi"] / "uvicorn"), "fastapi_app:app", "--app-dir", str(OUT), "--host", "127.0.0.1",
+                 "--port", str(PORTS["fastapi"]), "--workers", "1", "--log-level", "warning"],
+            health=f"{host}:{PORTS['fastapi']}/health", url=f"{host}:{PORTS['fastapi']}/predict",
+            body={"inputs": [row]}, score=lambda d: d["predictions"][0]),
+        "asgi_const": dict(
+            cmd=[str(LOOPML_PY), "-m", "uvicorn", "asgi_const:app", "--app-dir", str(OUT), "--host", "127.0.0.1",
+                 "--port", str(PORTS["asgi_const"]), "--log-level", "warning"],
+            health=f"{host}:{PORTS['asgi_const']}/", url=f"{host}:{PORTS['asgi_const']}/predict",
+            body=info["request"], score=None),
+    }
+
+
+# -- measurement (wrk, CPU of a process group, in-process floors) --------------------------------
+
+def pg_cpu_s(pgid: int) -> float:
+    """utime+stime (s) summed over the live processes of process group ``pgid`` (server + workers)."""
+    tot = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        f = st[st.rfind(")") + 2:].split()  # after "(comm)": state ppid pgrp ... utime(11) stime(12)
+        if int(f[2]) == pgid:
+            tot += int(f[11]) + int(f[12])
+    return tot / CLK
+
+
+def lua_for(name: str, body: dict) -> Path:
+    path = OUT / f"post_{name}.lua"
+    js = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
+    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = '{js}'\n" + LUA_DONE)
+    return path
+
+
+def http(url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wrk(url: str, lua: Path, conc: int, dur: int, pgid: int | None = None) -> dict:
+    c0 = pg_cpu_s(pgid) if pgid else 0.0
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{dur}s", "--timeout", "5s", "-s", str(lua), url],
+                         capture_output=True, text=True, timeout=dur + 60).stdout
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no result for {url}:\n{out}")
+    r = json.loads(lines[-1][7:])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r["client_cpu_s"] = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    r["errors"] = r["err_status"] + r["err_timeout"] + r["err_read"] + r["err_write"] + r["err_connect"]
+    if pgid:
+        r["server_cpu_s"] = pg_cpu_s(pgid) - c0
+        r["server_cpu_us_per_req"] = r["server_cpu_s"] * 1e6 / max(r["requests"], 1)
+    return r
+
+
+def _timed(fn, n: int) -> dict:
+    for _ in range(max(n // 10, 50)):
+        fn()
+    ts = []
+    c0 = time.process_time()
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    cpu = (time.process_time() - c0) / n
+    ts.sort()
+    return {"p50_us": ts[len(ts) // 2] * 1e6, "p99_us": ts[int(len(ts) * 0.99)] * 1e6,
+            "mean_us": statistics.fmean(ts) * 1e6, "cpu_us_per_call": cpu * 1e6}
+
+
+def inprocess(n: int) -> dict:
+    """Run in a fresh process (``--inprocess``): the one-row floors and loopml's in-process Predictor."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from loopml import load_project
+    from loopml.serving.factory import build_predictor
+    from loopml.serving.predictionlog import PredictionLog
+    from loopml.workspace import Workspace
+
+    info = json.loads((OUT / "row.json").read_text())
+    x = np.asarray([info["row"]], dtype=np.float64)
+    booster = lgb.Booster(model_file=str(OUT / "model.txt"))
+    res = {"booster_predict": _timed(lambda: booster.predict(x, num_threads=1), n)}
+    proj = load_project(PROJECT)
+    predictor = build_predictor(proj, Workspace.for_project(proj, STATE))
+    model = predictor.model
+    res["loopml_model_predict_rows"] = _timed(lambda: model.predict_rows([{}]), n) | {"backend": model.backend}
+    request = info["request"]
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        predictor.log = PredictionLog(tmp)  # same group-commit log as the server, in a scratch folder
+        res["predictor_predict_many"] = _timed(lambda: predictor.predict_many([request]), n)
+        predictor.log.close()
+    predictor.log = None
+    res["predictor_predict_many_nolog"] = _timed(lambda: predictor.predict_many([request]), n)
+    return res
+
+
+# -- one round -------------------------------------------------------------------------------------
+
+def stop(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        try:
+            os.killpg(p.pid, signal.SIGTERM)  # the group led by the PID this script started
+        except ProcessLookupError:
+            pass
+    for p in procs.values():
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def run_round(k: int, srv: dict[str, dict], info: dict, concs: list[int], dur: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               MODEL_PATH=str(OUT / "model.txt"), MLFLOW_TRACKING_URI=f"file://{OUT}/mlruns")
+    env.pop("LOOPML_ADMIN_TOKEN", None)
+    procs: dict[str, subprocess.Popen] = {}
+    res: dict = {"servers": {n: {} for n in srv}}
+    try:
+        for name, s in srv.items():
+            log = open(OUT / f"{name}_round{k}.log", "w")  # noqa: SIM115 (closed with the process)
+            bindir = str(Path(s["cmd"][0]).parent)  # mlflow execs `uvicorn` from PATH
+            procs[name] = subprocess.Popen(s["cmd"], cwd=OUT, env=dict(env, PATH=f"{bindir}:{env['PATH']}"),
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        t0, pending = time.time(), set(srv)
+        while pending and time.time() - t0 < 300:
+            for name in list(pending):
+                if procs[name].poll() is not None:
+                    raise SystemExit(f"{name} exited on start; see {OUT / f'{name}_round{k}.log'}")
+                try:
+                    if http(srv[name]["health"], timeout=1)[0] == 200:
+                        res["servers"][name]["ready_s"] = round(time.time() - t0, 1)
+                        pending.discard(name)
+                except Exception:  # not up yet: connection refused / 503 while loading
+                    pass
+            time.sleep(0.5)
+        if pending:
+            raise SystemExit(f"not ready after 300 s: {sorted(pending)}")
+        for name, s in srv.items():  # same answer everywhere, else the timings compare different work
+            status, raw = http(s["url"], s["body"])
+            if s["score"] is not None:
+                got = float(s["score"](json.loads(raw)))
+                res["servers"][name]["score"] = got
+                if abs(got - info["expected"]) > TOL:
+                    raise SystemExit(f"{name} answered {got}; the booster's score is {info['expected']}")
+        lua = {n: lua_for(n, s["body"]) for n, s in srv.items()}
+        for n, s in srv.items():
+            wrk(s["url"], lua[n], 4, 2)  # warm-up
+        names = list(srv)
+        order = names[k % len(names):] + names[:k % len(names)]
+        res["order"] = order
+        for c in concs:
+            for n in order:
+                r = wrk(srv[n]["url"], lua[n], c, dur, pgid=procs[n].pid)
+                res["servers"][n][f"c{c}"] = r
+                print(f"round {k} c={c:<2} {n:10s} rps={r['rps']:8.1f} p50={r['p50_us'] / 1000:7.2f}ms "
+                      f"p99={r['p99_us'] / 1000:7.2f}ms cpu/req={r['server_cpu_us_per_req']:6.0f}us "
+                      f"errors={r['errors']}", flush=True)
+    finally:
+        stop(procs)
+    return res
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def report(rounds: list[dict], floors: list[dict], concs: list[int]) -> dict:
+    names = list(rounds[0]["servers"])
+    summary: dict = {"servers": {}, "ratios": {}, "floors": {}}
+    for c in concs:
+        key = f"c{c}"
+        print(f"\nconcurrency {c}: median over {len(rounds)} rounds")
+        print(f"{'server':11s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us/req':>11s} {'errors':>7s}")
+        for n in names:
+            rs = [r["servers"][n][key] for r in rounds]
+            s = {"rps": median([r["rps"] for r in rs]), "p50_ms": median([r["p50_us"] / 1000 for r in rs]),
+                 "p99_ms": median([r["p99_us"] / 1000 for r in rs]),
+                 "cpu_us_per_req": median([r["server_cpu_us_per_req"] for r in rs]),
+                 "errors": sum(r["errors"] for r in rs)}
+            summary["servers"].setdefault(n, {})[key] = s
+            print(f"{n:11s} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {s['cpu_us_per_req']:11.0f} "
+                  f"{s['errors']:7d}")
+        print("loopml / peer, median of per-round ratios (throughput: higher is better; p50, p99, CPU: lower)")
+        for n in names:
+            if n == "loopml":
+                continue
+            ratio = {}
+            for m, f in [("rps", lambda r: r["rps"]), ("p50", lambda r: r["p50_us"]), ("p99", lambda r: r["p99_us"]),
+                         ("cpu", lambda r: r["server_cpu_us_per_req"])]:
+                ratio[m] = median([f(r["servers"]["loopml"][key]) / f(r["servers"][n][key]) for r in rounds])
+            summary["ratios"].setdefault(n, {})[key] = ratio
+            print(f"  vs {n:10s} throughput {ratio['rps']:5.2f}x  p50 {ratio['p50']:5.2f}x  p99 {ratio['p99']:5.2f}x"
+                  f"  CPU/req {ratio['cpu']:5.2f}x")
+    print(f"\nin process, one row, median over {len(floors)} fresh processes (us)")
+    for k in floors[0]:
+        s = {m: median([f[k][m] for f in floors]) for m in ("p50_us", "p99_us", "cpu_us_per_call")}
+        summary["floors"][k] = s
+        print(f"  {k:30s} p50 {s['p50_us']:7.1f}  p99 {s['p99_us']:7.1f}  CPU/call {s['cpu_us_per_call']:7.1f}")
+    floor_cpu = [r["servers"]["asgi_const"][f"c{c}"]["server_cpu_us_per_req"] + f["booster_predict"]["cpu_us_per_call"]
+                 for r, f in zip(rounds, floors, strict=True) for c in concs[-1:]]
+    lp_cpu = [r["servers"]["loopml"][f"c{concs[-1]}"]["server_cpu_us_per_req"] for r in rounds]
+    ratio = median([a / b for a, b in zip(lp_cpu, floor_cpu, strict=True)])
+    summary["cpu_vs_floor"] = ratio
+    print(f"\nserver CPU per request at c={concs[-1]}: loopml / (bare ASGI + one-row Booster.predict) = {ratio:.2f}x "
+          "(median of per-round ratios)")
+    return summary
+
+
+def git_commit() -> str:
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("-dirty (uncommitted changes under src/ are what runs)" if dirty else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--only", nargs="+", help="a subset of servers (loopml and asgi_const are always run)")
+    ap.add_argument("--inprocess", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=3000, help="calls per in-process floor")
+    a = ap.parse_args()
+    if a.inprocess:
+        print(json.dumps(inprocess(a.n)))
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    print(f"loopml {git_commit()}; load average at start {open('/proc/loadavg').read().split()[:3]}", flush=True)
+    ensure_state()
+    info = prepare()
+    layout_peers(info)
+    print(f"flight {info['request']}; model v{info['model_version']} ({info['backend']}); "
+          f"score {info['expected']:.6f}; {len(info['features'])} features", flush=True)
+    srv = servers(info)
+    if a.only:
+        srv = {n: s for n, s in srv.items() if n in {*a.only, "loopml", "asgi_const"}}
+    rounds, floors = [], []
+    for k in range(a.rounds):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        out = subprocess.run([str(LOOPML_PY), __file__, "--inprocess", "--n", str(a.n)], capture_output=True,
+                             text=True, env=env, check=True)
+        floors.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rounds.append(run_round(k, srv, info, a.concurrency, a.duration))
+    summary = report(rounds, floors, a.concurrency)
+    print(f"load average at end {open('/proc/loadavg').read().split()[:3]}")
+    doc = {"commit": git_commit(), "info": info, "rounds": rounds, "floors": floors, "summary": summary,
+           "args": vars(a), "batching": BATCH}
+    path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"raw results: {path}")
+    if any(s[f"c{c}"]["errors"] for s in summary["servers"].values() for c in a.concurrency):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
