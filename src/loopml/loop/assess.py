@@ -176,7 +176,7 @@ def _two_class(p: np.ndarray) -> np.ndarray:
     return np.column_stack([1 - p, p])
 
 
-def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, *
+def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, *,
                 sample: int = 2000) -> dict[str, Any]:
     """Score stability under 1% noise on numeric features, and the cost of each source's features going missing."""
     take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
