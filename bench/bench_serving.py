@@ -10,6 +10,7 @@ five ways, each in a fresh process per round, all on 127.0.0.1 with ``OMP_NUM_TH
   flight's six request fields (``POST /predict``); the server validates them, looks the 14 stored
   features up in the SQLite online store, scores with ONNX Runtime and appends the prediction
   (features included) to the durable prediction log before answering.
+- ``loopml_batch``: the same with loopml's adaptive micro-batching on (``--batch-window-ms 2``).
 - ``mlflow``: ``mlflow models serve -m DIR --env-manager local -w 1`` (MLflow 3.x) of the same
   booster saved with ``mlflow.lightgbm.save_model``; request: the encoded feature row as
   ``dataframe_split``.
@@ -20,7 +21,8 @@ five ways, each in a fresh process per round, all on 127.0.0.1 with ``OMP_NUM_TH
   booster instead of a pickle: one sync route, ``Booster.predict`` on the posted row.
 - ``asgi_const``: the floor for an HTTP answer in Python: a bare ASGI callable that reads the body
   and returns a constant JSON score, run by the same uvicorn (same loop and HTTP parser) as
-  ``loopml serve``.
+  ``loopml serve``; ``asgi_const_std`` is the same app under ``uvicorn[standard]`` (uvloop and
+  httptools, as in the FastAPI baseline's environment).
 
 Peers get the feature row that loopml's online executor computes for the same flight and time
 (encoded exactly as loopml encodes it), so every server scores the same booster on the same row.
@@ -67,7 +69,8 @@ PROJECT = ROOT / "examples" / "flights"
 LOOPML_PY = Path(sys.executable)
 CLK = os.sysconf("SC_CLK_TCK")
 TOL = 1e-5
-BATCH = {"max_batch_size": 16, "max_batch_time": 0.002}
+BATCH = {"max_batch_size": 16, "max_batch_time": 0.002}  # MLServer's adaptive batching
+LOOPML_BATCH_MS = 2.0  # loopml serve --batch-window-ms (off by default)
 PY_FOR_VENVS = os.environ.get("BENCH_PYTHON", sys.executable)
 
 # Peer virtual environments: name -> pip requirements (tested ranges).
@@ -76,7 +79,8 @@ VENVS = {
     "mlserver": ["mlserver>=1.7,<1.8", "mlserver-lightgbm>=1.7,<1.8", "uvloop<0.22", "lightgbm==4.7.0"],
     "fastapi": ["fastapi", "uvicorn[standard]", "lightgbm==4.7.0"],
 }
-PORTS = {"loopml": 18701, "mlflow": 18702, "mlserver": 18703, "fastapi": 18706, "asgi_const": 18707}
+PORTS = {"loopml": 18701, "mlflow": 18702, "mlserver": 18703, "fastapi": 18706, "asgi_const": 18707, "asgi_const_std": 18708,
+         "loopml_batch": 18709}
 
 FASTAPI_APP = '''"""Naive baseline (peers/serving/fastapi_app.py with LightGBM): one JSON row in, predict out."""
 import os
@@ -257,6 +261,11 @@ def servers(info: dict) -> dict[str, dict]:
                  "--port", str(PORTS["loopml"])],
             health=f"{host}:{PORTS['loopml']}/health", url=f"{host}:{PORTS['loopml']}/predict",
             body=info["request"], score=lambda d: d["score"]),
+        "loopml_batch": dict(
+            cmd=[str(LOOPML_PY.parent / "loopml"), "serve", "--project", str(PROJECT), "--state", str(STATE),
+                 "--port", str(PORTS["loopml_batch"]), "--batch-window-ms", str(LOOPML_BATCH_MS)],
+            health=f"{host}:{PORTS['loopml_batch']}/health", url=f"{host}:{PORTS['loopml_batch']}/predict",
+            body=info["request"], score=lambda d: d["score"]),
         "mlflow": dict(
             cmd=[str(venv["mlflow"] / "mlflow"), "models", "serve", "-m", str(OUT / "mlflow_model"), "-h", "127.0.0.1",
                  "-p", str(PORTS["mlflow"]), "--env-manager", "local", "-w", "1"],
@@ -277,6 +286,11 @@ def servers(info: dict) -> dict[str, dict]:
             cmd=[str(LOOPML_PY), "-m", "uvicorn", "asgi_const:app", "--app-dir", str(OUT), "--host", "127.0.0.1",
                  "--port", str(PORTS["asgi_const"]), "--log-level", "warning"],
             health=f"{host}:{PORTS['asgi_const']}/", url=f"{host}:{PORTS['asgi_const']}/predict",
+            body=info["request"], score=None),
+        "asgi_const_std": dict(
+            cmd=[str(venv["fastapi"] / "uvicorn"), "asgi_const:app", "--app-dir", str(OUT), "--host", "127.0.0.1",
+                 "--port", str(PORTS["asgi_const_std"]), "--log-level", "warning"],
+            health=f"{host}:{PORTS['asgi_const_std']}/", url=f"{host}:{PORTS['asgi_const_std']}/predict",
             body=info["request"], score=None),
     }
 
@@ -438,7 +452,7 @@ def run_round(k: int, srv: dict[str, dict], info: dict, concs: list[int], dur: i
             for n in order:
                 r = wrk(srv[n]["url"], lua[n], c, dur, pgid=procs[n].pid)
                 res["servers"][n][f"c{c}"] = r
-                print(f"round {k} c={c:<2} {n:10s} rps={r['rps']:8.1f} p50={r['p50_us'] / 1000:7.2f}ms "
+                print(f"round {k} c={c:<2} {n:14s} rps={r['rps']:8.1f} p50={r['p50_us'] / 1000:7.2f}ms "
                       f"p99={r['p99_us'] / 1000:7.2f}ms cpu/req={r['server_cpu_us_per_req']:6.0f}us "
                       f"errors={r['errors']}", flush=True)
     finally:
@@ -458,7 +472,7 @@ def report(rounds: list[dict], floors: list[dict], concs: list[int]) -> dict:
     for c in concs:
         key = f"c{c}"
         print(f"\nconcurrency {c}: median over {len(rounds)} rounds")
-        print(f"{'server':11s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us/req':>11s} {'errors':>7s}")
+        print(f"{'server':14s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us/req':>11s} {'errors':>7s}")
         for n in names:
             rs = [r["servers"][n][key] for r in rounds]
             s = {"rps": median([r["rps"] for r in rs]), "p50_ms": median([r["p50_us"] / 1000 for r in rs]),
@@ -466,31 +480,35 @@ def report(rounds: list[dict], floors: list[dict], concs: list[int]) -> dict:
                  "cpu_us_per_req": median([r["server_cpu_us_per_req"] for r in rs]),
                  "errors": sum(r["errors"] for r in rs)}
             summary["servers"].setdefault(n, {})[key] = s
-            print(f"{n:11s} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {s['cpu_us_per_req']:11.0f} "
+            print(f"{n:14s} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {s['cpu_us_per_req']:11.0f} "
                   f"{s['errors']:7d}")
-        print("loopml / peer, median of per-round ratios (throughput: higher is better; p50, p99, CPU: lower)")
-        for n in names:
-            if n == "loopml":
-                continue
-            ratio = {}
-            for m, f in [("rps", lambda r: r["rps"]), ("p50", lambda r: r["p50_us"]), ("p99", lambda r: r["p99_us"]),
-                         ("cpu", lambda r: r["server_cpu_us_per_req"])]:
-                ratio[m] = median([f(r["servers"]["loopml"][key]) / f(r["servers"][n][key]) for r in rounds])
-            summary["ratios"].setdefault(n, {})[key] = ratio
-            print(f"  vs {n:10s} throughput {ratio['rps']:5.2f}x  p50 {ratio['p50']:5.2f}x  p99 {ratio['p99']:5.2f}x"
-                  f"  CPU/req {ratio['cpu']:5.2f}x")
+        for subject in [n for n in names if n.startswith("loopml")]:
+            print(f"{subject} / peer, median of per-round ratios (throughput: higher is better; p50, p99, CPU: lower)")
+            for n in names:
+                if n.startswith("loopml"):
+                    continue
+                ratio = {}
+                for m, f in [("rps", lambda r: r["rps"]), ("p50", lambda r: r["p50_us"]),
+                             ("p99", lambda r: r["p99_us"]), ("cpu", lambda r: r["server_cpu_us_per_req"])]:
+                    ratio[m] = median([f(r["servers"][subject][key]) / f(r["servers"][n][key]) for r in rounds])
+                summary["ratios"].setdefault(subject, {}).setdefault(n, {})[key] = ratio
+                print(f"  vs {n:14s} throughput {ratio['rps']:5.2f}x  p50 {ratio['p50']:5.2f}x  "
+                      f"p99 {ratio['p99']:5.2f}x  CPU/req {ratio['cpu']:5.2f}x")
     print(f"\nin process, one row, median over {len(floors)} fresh processes (us)")
     for k in floors[0]:
         s = {m: median([f[k][m] for f in floors]) for m in ("p50_us", "p99_us", "cpu_us_per_call")}
         summary["floors"][k] = s
         print(f"  {k:30s} p50 {s['p50_us']:7.1f}  p99 {s['p99_us']:7.1f}  CPU/call {s['cpu_us_per_call']:7.1f}")
-    floor_cpu = [r["servers"]["asgi_const"][f"c{c}"]["server_cpu_us_per_req"] + f["booster_predict"]["cpu_us_per_call"]
-                 for r, f in zip(rounds, floors, strict=True) for c in concs[-1:]]
-    lp_cpu = [r["servers"]["loopml"][f"c{concs[-1]}"]["server_cpu_us_per_req"] for r in rounds]
-    ratio = median([a / b for a, b in zip(lp_cpu, floor_cpu, strict=True)])
-    summary["cpu_vs_floor"] = ratio
-    print(f"\nserver CPU per request at c={concs[-1]}: loopml / (bare ASGI + one-row Booster.predict) = {ratio:.2f}x "
-          "(median of per-round ratios)")
+    c = concs[-1]
+    for floor_name in [n for n in ("asgi_const", "asgi_const_std") if n in names]:
+        for subject in [n for n in names if n.startswith("loopml")]:
+            ratio = median([r["servers"][subject][f"c{c}"]["server_cpu_us_per_req"]
+                            / (r["servers"][floor_name][f"c{c}"]["server_cpu_us_per_req"]
+                               + f["booster_predict"]["cpu_us_per_call"])
+                            for r, f in zip(rounds, floors, strict=True)])
+            summary.setdefault("cpu_vs_floor", {}).setdefault(subject, {})[floor_name] = ratio
+            print(f"server CPU per request at c={c}: {subject} / ({floor_name} + one-row Booster.predict) = "
+                  f"{ratio:.2f}x (median of per-round ratios)")
     return summary
 
 
@@ -507,10 +525,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--only", nargs="+", help="a subset of servers (loopml and asgi_const are always run)")
+    ap.add_argument("--only", nargs="+", help="a subset of servers (loopml and asgi_const always run)")
+    ap.add_argument("--report", metavar="JSON", help="print the report of a saved results file and exit")
     ap.add_argument("--inprocess", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=3000, help="calls per in-process floor")
     a = ap.parse_args()
+    if a.report:
+        doc = json.loads(Path(a.report).read_text())
+        report(doc["rounds"], doc["floors"], doc["args"]["concurrency"])
+        return
     if a.inprocess:
         print(json.dumps(inprocess(a.n)))
         return
@@ -532,12 +555,13 @@ def main() -> None:
                              text=True, env=env, check=True)
         floors.append(json.loads(out.stdout.strip().splitlines()[-1]))
         rounds.append(run_round(k, srv, info, a.concurrency, a.duration))
+    doc = {"commit": git_commit(), "info": info, "rounds": rounds, "floors": floors, "args": vars(a),
+           "mlserver_batching": BATCH, "loopml_batch_window_ms": LOOPML_BATCH_MS}
+    path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(doc, indent=1, default=str))  # raw rounds first: the report reads only these
     summary = report(rounds, floors, a.concurrency)
     print(f"load average at end {open('/proc/loadavg').read().split()[:3]}")
-    doc = {"commit": git_commit(), "info": info, "rounds": rounds, "floors": floors, "summary": summary,
-           "args": vars(a), "batching": BATCH}
-    path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(doc, indent=1, default=str))
+    path.write_text(json.dumps(doc | {"summary": summary}, indent=1, default=str))
     print(f"raw results: {path}")
     if any(s[f"c{c}"]["errors"] for s in summary["servers"].values() for c in a.concurrency):
         sys.exit(1)
