@@ -3,9 +3,10 @@
 A numeric column keeps its sorted non-missing values (the two-sample tests need the whole sample),
 its standard deviation and its PSI bin edges; a categorical column keeps its value counts. Both
 turn into plain JSON with :meth:`to_dict` and back with :meth:`from_dict`. The tests come from
-SciPy; the one statistic computed here, :func:`wasserstein_sorted`, returns exactly the number
-:func:`scipy.stats.wasserstein_distance` returns, from the stored sorted reference without sorting it
-again (SciPy's general version sorts both samples on every call and took longer than the KS test).
+SciPy; the one statistic computed here, :func:`wasserstein_sorted`, returns the number
+:func:`scipy.stats.wasserstein_distance` returns (up to rounding), from the stored sorted reference
+without sorting it again (SciPy's general version sorts both samples on every call and took longer
+than the KS test).
 """
 
 from __future__ import annotations
@@ -130,14 +131,16 @@ def population_stability_index(
 
 
 def wasserstein_sorted(reference: np.ndarray, current: np.ndarray) -> float:
-    """First Wasserstein distance between two samples given sorted, equal to SciPy's exactly.
+    """First Wasserstein distance between two samples given sorted; SciPy's value to ~1e-15.
 
     :func:`scipy.stats.wasserstein_distance` argsorts both samples, sorts their concatenation and
     binary-searches every pooled value in both. With both samples already sorted, one binary search
     places each current value in the merged order, and the two empirical CDFs are running counts.
     The vector of CDF gaps and the vector of steps between pooled values are then the ones SciPy
-    builds (a tie only reorders terms multiplied by a zero step), combined the way SciPy
-    combines them, so the result is the same float (checked against SciPy in the tests).
+    builds (a tie only reorders terms multiplied by a zero step). SciPy sums their products with
+    :func:`numpy.vecdot`, i.e. BLAS, whose threads made it take 20 ms for 200,000 values on a loaded
+    2-core machine; NumPy's pairwise sum takes 0.2 ms and differs from it only by rounding (checked
+    against SciPy in the tests).
 
     Parameters
     ----------
@@ -160,9 +163,7 @@ def wasserstein_sorted(reference: np.ndarray, current: np.ndarray) -> float:
     current_counts = np.cumsum(from_current[:-1])
     reference_counts = np.arange(1, n_ref + n_cur) - current_counts
     gaps = np.abs(reference_counts / n_ref - current_counts / n_cur)
-    steps = np.diff(pooled)
-    # SciPy's own choice (scipy._lib._util.np_vecdot): vecdot on NumPy 2, a plain sum of products before
-    return float(np.vecdot(gaps, steps) if hasattr(np, "vecdot") else np.sum(gaps * steps))
+    return float(np.sum(gaps * np.diff(pooled)))
 
 
 def _untested(n_current: int, n_missing: int) -> dict[str, Any]:
