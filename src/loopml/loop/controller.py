@@ -7,37 +7,50 @@ as they land (log and wait), and at each month boundary a challenger is trained 
 window using only labels available by then. The challenger replaces the champion only if it beats
 it on a recent holdout neither model was trained on; every step is recorded in the registry.
 
-The clock here is replayed history; the same code runs on a live clock by feeding it events as
-they arrive.
+A clock drives it (:mod:`loopml.loop.clock`): each step processes everything that has become
+available by ``clock.now()`` -- events, requests and policy checks, in time order -- and then sleeps
+until the next due action. On a :class:`~loopml.loop.clock.ReplayClock` that sleep is a jump, so
+history replays as fast as the work allows; on a :class:`~loopml.loop.clock.WallClock` it is real,
+the event log is re-read each step for what ingestion appended (:mod:`loopml.loop.feed`), and a
+checkpoint file lets a stopped run resume. There is no separate simulation path.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from loopml.datasets.build import build_dataset
 from loopml.errors import InvalidConfig
 from loopml.evaluation.metrics import binary_metrics
-from loopml.events.replay import EventBatch, Replayer
-from loopml.features.offline import records
+from loopml.events.replay import EventBatch
+from loopml.features.materialize import materialize
 from loopml.features.online import OnlineExecutor
 from loopml.features.store import SQLiteOnlineStore
+from loopml.loop.clock import Clock, ReplayClock
+from loopml.loop.feed import LogFeed
 from loopml.loop.jobs import train_and_register
+from loopml.loop.live import LiveSource
+from loopml.loop.quality import served_quality
 from loopml.project import Project
 from loopml.registry.artifacts import ArtifactStore
 from loopml.registry.registry import Registry
 from loopml.serving.predictionlog import PredictionLog
 from loopml.serving.predictor import Predictor
 from loopml.serving.schema import RequestSchema
-from loopml.timeutil import from_us, parse_time
+from loopml.timeutil import from_us, parse_time, to_us
 from loopml.workspace import Workspace
 
 __all__ = ["LoopController", "LoopResult", "RetrainPolicy", "month_starts", "week_starts"]
@@ -125,6 +138,10 @@ class LoopResult:
     calibration: dict[str, list[float]] = field(default_factory=dict)
     retrainings: int = 0
     retrain_cpu_seconds: float = 0.0
+    finished: bool = True
+    done_until: str | None = None
+    late_events: int = 0
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 def month_starts(start: datetime, until: datetime) -> list[datetime]:
@@ -165,86 +182,174 @@ class LoopController:
         return mv.version
 
     # -- the loop --------------------------------------------------------------------------------
-    def run(self, start: datetime, until: datetime) -> LoopResult:
+    def run(self, start: datetime, until: datetime, *, clock: Clock | None = None,
+            stop: threading.Event | None = None, ingest: LiveSource | None = None,
+            checkpoint: Path | None = None, poll_seconds: float = 1.0, quality: bool = True) -> LoopResult:
+        """Serve requests scheduled in [start, until), join labels, retrain by policy, on ``clock``.
+
+        Parameters
+        ----------
+        clock
+            :class:`ReplayClock` (default: history as fast as the work allows) or :class:`WallClock`.
+            The controller processes everything that has become available by ``clock.now()``, then
+            sleeps until its next due action (a request, a policy check, the end).
+        stop
+            Set it (e.g. from a Ctrl-C handler) to stop after the current step; the checkpoint then
+            lets a later call with the same arguments resume where this one stopped.
+        ingest
+            Live ingestion run in step with the clock: before each step it appends to the event log
+            what has become available by then (see :class:`~loopml.loop.live.LiveSource`).
+        checkpoint
+            JSON file recording how far the loop got; if it exists and is unfinished, the run
+            resumes from it (online state rebuilt as of that time, nothing served twice).
+        poll_seconds
+            On a live clock without ``ingest``, how often (real seconds) to look for new events.
+        quality
+            Check the data quality of everything served (against the champion's training window)
+            and the staleness of its features; the result is in ``LoopResult.quality``.
+        """
         if until <= start:
             raise InvalidConfig(f"--until ({until.isoformat()}) must be after the start ({start.isoformat()})")
-        p, name = self.project, self.project.name
+        p, sp, lb = self.project, self.project.spine, self.project.label
+        clock = clock or ReplayClock(start)
+        drain = until + self.policy.label_wait  # serving stops at `until`; labels of its last predictions still land
+        saved = _read_checkpoint(checkpoint, self.policy, start, until)
+        resumed = parse_time(saved["done_until"]) if saved else None
+        if ingest is not None:
+            ingest.append_until(resumed or start)  # history up to the start is there before the first model
         self.bootstrap()
-        mv, model = self.registry.load(name, Registry.CHAMPION)
+        mv, model = self.registry.load(p.name, Registry.CHAMPION)
         store = SQLiteOnlineStore(self.ws.online_path)
-        online = OnlineExecutor(p.features, store=store)
-        schema = RequestSchema.from_arrow(self.log.schema(p.spine.source), p.spine.request_fields)
+        if resumed is not None:
+            store.clear()  # state flushed after the checkpoint would be from the future
+            online = materialize(self.log, p.features, resumed, store=store)
+        else:
+            online = OnlineExecutor(p.features, store=store)
+        schema = RequestSchema.from_arrow(self.log.schema(sp.source), sp.request_fields)
         plog = PredictionLog(self.ws.predictions)
         predictor = Predictor(p, online, model, mv.version, plog, schema)
 
-        feature_sources = online.sources
-        label_source = p.label.source
-        lb = p.label
+        feature_sources, label_source = online.sources, lb.source
         columns = online.columns()
         columns[label_source] = sorted({*columns.get(label_source, []), lb.id, lb.column})
-        replayer = Replayer(self.log, sorted({*feature_sources, label_source}), columns=columns)
-        requests = self._requests(start, until)
-        times = requests["__t"].to_numpy()
-        reqs = records(requests, list(p.spine.request_fields))
-        ids = requests[p.spine.id].astype(str).tolist()
-        pending: dict[str, str] = {}
-        boundaries = {"monthly": month_starts, "weekly": week_starts}.get(self.policy.cadence, lambda a, b: [])(start, until)
-        self.retrain_cpu_seconds, self.retrainings = 0.0, 0
+        events = LogFeed(self.log, sorted({*feature_sources, label_source}), columns=columns, after=resumed)
+        request_columns = sorted({sp.id, sp.time_column, *sp.request_fields})
+        requests = LogFeed(self.log, [sp.source], columns={sp.source: request_columns}, after=resumed,
+                           bounds={sp.source: (start, until)})
+        timestamps = {f.name for f in self.log.schema(sp.source) if pa.types.is_timestamp(f.type)}
+        cadence = {"monthly": month_starts, "weekly": week_starts}.get(self.policy.cadence)
+        boundaries = [b for b in (cadence(start, until) if cadence else []) if resumed is None or b > resumed]
+        pending, served_after = (self._unlabelled(plog, resumed) if resumed is not None else ({}, set()))
+        self.retrain_cpu_seconds = float(saved["retrain_cpu_seconds"]) if saved else 0.0
+        self.retrainings = int(saved["retrainings"]) if saved else 0
+        until_us, day, checked = to_us(until), [None], [False]
 
         def advance(t: datetime) -> None:
-            for source, events in replayer.advance_to(t):
+            for source, batch in events.advance_to(min(t, until)):
                 if source in feature_sources:
-                    online.update(source, events)
+                    online.update(source, batch)
                 if source == label_source:
-                    self._join_labels(events, pending, plog)
+                    self._join_labels(batch, pending, plog)
+            if t > until:
+                for _, batch in events.advance_to(t, sources=[label_source]):
+                    self._join_labels(batch, pending, plog)
 
-        advance(start)
-        online.flush()
-        n, i, day = len(reqs), 0, None
-        while i < n:
-            t_us = times[i]
-            j = i + 1
-            while j < n and times[j] == t_us:
-                j += 1
-            t = pd.Timestamp(t_us, unit="us", tz="UTC").to_pydatetime()
-            while boundaries and t >= boundaries[0]:
-                b = boundaries.pop(0)
-                advance(b)
-                online.flush()
-                self._check(b, predictor, plog)
+        def serve(group: EventBatch) -> None:
+            t_us = group["available_time"][0]
+            t = from_us(t_us)
             advance(t)
-            if day != t.date():
-                day = t.date()
+            if day[0] != t.date():
+                day[0] = t.date()
                 online.flush()
-            preds = predictor.predict_many(reqs[i:j], at=t, entity_ids=ids[i:j], validated=True)
-            for k, pr in zip(range(i, j), preds, strict=True):
-                pending[ids[k]] = pr.request_id
-            i = j
-            self.progress("serving", i, n)
-        # serving stops at `until`; labels of its last predictions still land afterwards
-        advance(until)
+            reqs, ids = [], []
+            for i in range(group.n):
+                req = {c: (from_us(group[c][i]) if c in timestamps and group[c][i] is not None else group[c][i])
+                       for c in sp.request_fields}
+                if to_us(req[sp.time_column] - sp.lead) != t_us:
+                    raise InvalidConfig(f"spine source {sp.source!r}: available_time must equal {sp.time_column} - "
+                                        f"lead (a request arrives at its prediction time); event "
+                                        f"{group['event_id'][i]} does not")
+                eid = str(group[sp.id][i])
+                if eid in served_after:  # served before a crash, after the checkpoint
+                    continue
+                reqs.append(req)
+                ids.append(eid)
+            for eid, pr in zip(ids, predictor.predict_many(reqs, at=t, entity_ids=ids, validated=True), strict=True):
+                pending[eid] = pr.request_id
+
+        def step(horizon: datetime) -> None:
+            """Everything due at or before ``horizon``, in time order (a check before requests at its time)."""
+            h_us = to_us(horizon)
+            while True:
+                t_req = requests.next_time_us(sp.source)
+                if boundaries and boundaries[0] <= horizon and (t_req is None or to_us(boundaries[0]) <= t_req):
+                    b = boundaries.pop(0)
+                    advance(b)
+                    online.flush()
+                    self._check(b, predictor, plog)
+                    checked[0] = True
+                elif t_req is not None and t_req <= h_us and t_req < until_us:
+                    group = requests.peek_group(sp.source)
+                    assert group is not None
+                    requests.consume(sp.source, group.n)
+                    serve(group)
+                    self.progress("serving", int(min(t_req, until_us) - to_us(start)) // 60_000_000,
+                                  int(until_us - to_us(start)) // 60_000_000)
+                else:
+                    break
+            advance(horizon)
+
+        refreshed, last_save = False, time.monotonic()
+        finished = False
+        while True:
+            now = min(clock.now(), drain)
+            if ingest is not None:
+                ingest.append_until(now)
+            if clock.live or ingest is not None or not refreshed:
+                events.refresh()
+                requests.refresh()
+                refreshed = True
+            step(now)
+            if now >= drain:
+                finished = True
+                break
+            if stop is not None and stop.is_set():
+                break
+            if checked[0] or time.monotonic() - last_save > 5:
+                checked[0] = False
+                _write_checkpoint(checkpoint, self.policy, start, until, now, self, finished=False)
+                last_save = time.monotonic()
+            due = [drain, until] + boundaries[:1]
+            t_req = requests.next_time_us(sp.source)
+            if t_req is not None and t_req < until_us:
+                due.append(from_us(t_req))
+            if ingest is not None and (t_in := ingest.next_time()) is not None:
+                due.append(t_in)
+            if clock.live and ingest is None:
+                due.append(now + timedelta(seconds=poll_seconds * getattr(clock, "speed", 1.0)))
+            nxt = min(d for d in due if d > now) if any(d > now for d in due) else drain
+            clock.sleep_until(nxt, stop)
         online.flush()
-        drain = until + self.policy.label_wait
-        replayer_labels = Replayer(self.log, [label_source], start=until, columns={label_source: [lb.id, lb.column]})
-        for _, events in replayer_labels.advance_to(drain):
-            self._join_labels(events, pending, plog)
         plog.close()
-        result = self.summarize(start, until)
+        _write_checkpoint(checkpoint, self.policy, start, until, now, self, finished=finished)
+        result = self.summarize(start, min(now, until))
         result.retrainings, result.retrain_cpu_seconds = self.retrainings, round(self.retrain_cpu_seconds, 1)
+        result.finished, result.done_until, result.late_events = finished, now.isoformat(), events.late + requests.late
+        if quality:
+            self.progress("checking data quality", 0, 1)
+            result.quality = served_quality(p, self.log, self.registry, PredictionLog(self.ws.predictions), start,
+                                            min(now, until))
+            self.progress("checking data quality", 1, 1)
         return result
 
-    def _requests(self, start: datetime, until: datetime) -> pd.DataFrame:
-        """Spine events whose prediction time is in [start, until), in time order."""
-        sp = self.project.spine
-        table = self.log.read(sp.source, start=start, end=until, by="available_time")
-        frame = table.to_pandas()
-        frame["__t"] = frame["available_time"].astype("datetime64[us, UTC]").dt.tz_localize(None).to_numpy().astype("int64")
-        # The request time is the spine's prediction time; the schedule event's available time is that time.
-        pt = frame[sp.time_column] - sp.lead
-        if not (pt == frame["available_time"]).all():
-            raise InvalidConfig(f"spine source {sp.source!r}: available_time must equal {sp.time_column} - lead "
-                                "(a request arrives at its prediction time)")
-        return frame.reset_index(drop=True)
+    def _unlabelled(self, plog: PredictionLog, after: datetime) -> tuple[dict[str, str], set[str]]:
+        """After a restart: predictions still waiting for labels, and entities served after ``after``."""
+        joined = plog.joined()
+        if joined.empty:
+            return {}, set()
+        waiting = joined[joined["label"].isna() & joined["entity_id"].notna()]
+        later = joined[(joined["at"] > pd.Timestamp(after)) & joined["entity_id"].notna()]
+        return dict(zip(waiting["entity_id"], waiting["request_id"], strict=True)), set(later["entity_id"])
 
     def _join_labels(self, events: EventBatch, pending: dict[str, str], plog: PredictionLog) -> None:
         lb = self.project.label
@@ -363,3 +468,45 @@ def _prior(log: Any, project: Project, before: datetime) -> float:
     sql = f'SELECT avg(CAST("{lb.column}" AS DOUBLE)) FROM {log.relation_sql(lb.source)} WHERE available_time < ?'
     value = duckdb.connect().execute(sql, [before]).fetchall()[0][0]
     return float(value) if value is not None else float("nan")
+
+
+_CHECKPOINT = "loopml.loop/1"
+
+
+def _policy_doc(policy: RetrainPolicy) -> dict[str, Any]:
+    return {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in policy.__dict__.items()}
+
+
+def _read_checkpoint(path: Path | None, policy: RetrainPolicy, start: datetime, until: datetime) -> dict[str, Any] | None:
+    """The saved progress of an unfinished run with the same policy and window (None: start fresh)."""
+    if path is None or not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("format") != _CHECKPOINT:
+        raise InvalidConfig(f"{path} is not a loop checkpoint (format {doc.get('format')!r}, expected {_CHECKPOINT!r})")
+    if doc["finished"]:
+        raise InvalidConfig(f"the loop recorded in {path} finished at {doc['done_until']}; use a new state folder "
+                            "(or delete the checkpoint) to run it again")
+    mine = {"policy": _policy_doc(policy), "start": start.isoformat(), "until": until.isoformat()}
+    for key, value in mine.items():
+        if doc[key] != value:
+            raise InvalidConfig(f"cannot resume: {key} of the unfinished run in {path} is {doc[key]!r}; got {value!r}")
+    return doc
+
+
+def checkpoint_info(path: Path) -> Mapping[str, Any] | None:
+    """What a checkpoint file says (policy, window, progress), or None if there is none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _write_checkpoint(path: Path | None, policy: RetrainPolicy, start: datetime, until: datetime, done: datetime,
+                      controller: LoopController, *, finished: bool) -> None:
+    if path is None:
+        return
+    doc = {"format": _CHECKPOINT, "policy": _policy_doc(policy), "start": start.isoformat(),
+           "until": until.isoformat(), "done_until": done.isoformat(), "finished": finished,
+           "retrainings": controller.retrainings, "retrain_cpu_seconds": controller.retrain_cpu_seconds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
