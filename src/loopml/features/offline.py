@@ -5,13 +5,19 @@ the entity key and ordered by available time as integer microseconds, with the f
 ``RANGE BETWEEN (window - 1us) PRECEDING AND CURRENT ROW`` -- exactly ``(t - window, t]``, with
 events available at ``t`` itself included (``CURRENT ROW`` takes every peer). That is
 O(n log n) with DuckDB's segment trees instead of the labels x history range join that makes
-Feast's historical retrieval slow. Latest values use ``ASOF LEFT JOIN``. Every spine row comes back
-exactly once, in spine order; rows without data get missing values, never dropped.
+Feast's historical retrieval slow; count/sum/mean of integer-valued columns are differences of
+running totals instead. Latest values use one ``ASOF LEFT JOIN`` per group of columns
+(:mod:`.offline_latest`); last/last_k and the sketches run the online read code
+(:mod:`.offline_extra`).
+
+Label rows are never dropped or merged: every spine row comes back exactly once, in spine order,
+duplicates included; rows without data get missing values (``count`` 0). With ``chunk`` the spine
+is processed in time chunks so memory stays bounded; :meth:`OfflineExecutor.for_window` retrieves
+every entity active in a time range without a spine.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -25,6 +31,9 @@ from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError, closest
 from loopml.events.log import EventLog
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.features.offline_extra import EXTRA_AGGREGATIONS, extra_aggregates
+from loopml.features.offline_latest import LatestLookup, latest_lookups
+from loopml.features.offline_extra import EXTRA_AGGREGATIONS, extra_aggregates
+from loopml.features.offline_latest import LatestLookup, latest_lookups
 from loopml.timeutil import duration_us, to_us
 
 __all__ = ["OfflineExecutor", "records"]
@@ -178,17 +187,22 @@ class OfflineExecutor:
         try:
             units = {g: self._latest_units(con, g[0], g[1], [f for f in fs if isinstance(f, Latest)])
                      for g, fs in groups.items()}
-            order = np.argsort(t_us, kind="stable")
+            order = np.arange(n) if self.chunk is None else np.argsort(t_us, kind="stable")
             chunks = _chunks(t_us[order], self.chunk)
             for i, (a, b) in enumerate(chunks):
                 rows = order[a:b]
-                con.register("spine", table.take(pa.array(rows)))
-                lo, hi = int(t_us[rows[0]]), int(t_us[rows[-1]])
+                con.register("spine", table if len(chunks) == 1 else table.take(pa.array(rows)))
+                lo, hi = int(t_us[rows].min()), int(t_us[rows].max())
                 # events available in [start, end) are new to this chunk; older ones are in the state
                 start = None if i == 0 else lo
                 end = None if i == len(chunks) - 1 else int(t_us[order[b]])
                 for (source, keys), feats in groups.items():
-                    aggs = [f for f in feats if isinstance(f, Aggregate)]
+                    aggs = [f for f in feats if isinstance(f, Aggregate) and f.agg not in EXTRA_AGGREGATIONS]
+                    extra = [f for f in feats if isinstance(f, Aggregate) and f.agg in EXTRA_AGGREGATIONS]
+                    if extra:
+                        got = extra_aggregates(con, self.log, source, keys, extra, spine.iloc[rows], t_us[rows])
+                        for name, v in got.items():
+                            values[name][rows] = v
                     for frame in self._aggregates(con, source, keys, aggs, lo, hi) if aggs else []:
                         rid = frame["__rid"].to_numpy()
                         for name in frame.columns.drop("__rid"):
@@ -315,20 +329,10 @@ class OfflineExecutor:
         return frame
 
     def _latest_units(self, con: duckdb.DuckDBPyConnection, source: str, keys: tuple[str, ...],
-                      feats: list[Latest]) -> list[_Lookup]:
-        """Lookups that can share one ASOF join: all columns without missing values, then one per other column."""
-        if not feats:
-            return []
+                      feats: list[Latest]) -> list[LatestLookup]:
         for f in feats:
             self._check_columns(source, [*keys, f.column], f.name)
-        cols = sorted({f.column for f in feats})
-        # answered from Parquet statistics: no scan
-        counts = con.execute(f"SELECT {', '.join(f'count(*) - count({_q(c)})' for c in cols)} "
-                             f"FROM {self.log.relation_sql(source)}").fetchall()[0]
-        dense = [c for c, nulls in zip(cols, counts, strict=True) if nulls == 0]
-        units = [_Lookup(keys, [f for f in feats if f.column in dense], dense, dense=True)] if dense else []
-        return units + [_Lookup(keys, [f for f in feats if f.column == c], [c], dense=False)
-                        for c in cols if c not in dense]
+        return latest_lookups(con, self.log.relation_sql(source), keys, feats) if feats else []
 
     def _check_columns(self, source: str, columns: Sequence[str], feature: str) -> None:
         names = self.log.schema(source).names
@@ -338,78 +342,6 @@ class OfflineExecutor:
                     f"Feature {feature!r} reads column {c!r} of source {source!r}, which has no such column; "
                     f"it has {[n for n in names if n not in ('event_id', 'event_time', 'available_time')]}"
                 )
-
-
-_IDS = itertools.count()
-_MAX = 2**63 - 1
-
-
-class _Lookup:
-    """``Latest`` features of one (source, keys) group that one ASOF join answers: they read ``columns``.
-
-    A lookup matches each spine row to the latest event with ``available_time <= t`` whose
-    ``columns`` are all present; ties in available time go to the greatest (event time, event id).
-    When chunking, ``state`` holds per entity the latest such event before the current chunk.
-    """
-
-    def __init__(self, keys: tuple[str, ...], feats: list[Latest], columns: list[str], *, dense: bool) -> None:
-        self.keys, self.feats, self.columns = keys, feats, columns
-        self.dense = dense  # the columns have no missing values: no filter needed (nor read)
-        self.state = f"__state_{next(_IDS)}"
-        self.has_state = False
-
-    def _events(self, relation: str, start: int | None, end: int | None, hi: int) -> str:
-        kq = ", ".join(_q(k) for k in self.keys)
-        cols = ", ".join(_q(c) for c in self.columns)
-        where = [f"{_q(c)} IS NOT NULL" for c in [*self.keys, *([] if self.dense else self.columns)]]
-        where.append(f"epoch_us(available_time) {'<' if end is not None else '<='} {hi if end is None else end}")
-        if start is not None:
-            where.append(f"epoch_us(available_time) >= {start}")
-        sql = (f"SELECT {kq}, epoch_us(available_time) AS __ts, epoch_us(event_time) AS __et, event_id AS __id, "
-               f"{cols} FROM {relation} WHERE {' AND '.join(where)}")
-        if self.has_state:
-            sql += f" UNION ALL SELECT {kq}, __ts, __et, __id, {cols} FROM {self.state}"
-        return sql
-
-    def lookup(self, con: duckdb.DuckDBPyConnection, relation: str, start: int | None, end: int | None,
-               hi: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(spine row ids, values per feature) for the registered ``spine``; then advance the state to ``end``."""
-        kq = ", ".join(_q(k) for k in self.keys)
-        events = self._events(relation, start, end, hi)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW __e AS {events}")
-        # Ties in (keys, available time) are rare; only then does the ASOF key need the tie-breakers,
-        # which costs a wider sort. A hash collision only sends us down the (equally correct) slow path.
-        ties = con.execute(f"SELECT count(*) - count(DISTINCT hash({kq}, __ts)) FROM __e").fetchall()[0][0]
-        if ties:
-            ek, sk = "{'a': e.__ts, 'b': e.__et, 'c': e.__id}", f"{{'a': s.__t, 'b': {_MAX}, 'c': {_MAX}}}"
-        else:
-            ek, sk = "e.__ts", "s.__t"
-        on = " AND ".join(f"s.{_q(k)} = e.{_q(k)}" for k in self.keys)
-        selects = []
-        for f in self.feats:
-            value = f"CAST(e.{_q(f.column)} AS {'DOUBLE' if f.dtype == 'float' else 'VARCHAR'})"
-            if f.max_age is not None:
-                value = f"CASE WHEN e.__et >= s.__t - {duration_us(f.max_age)} THEN {value} END"
-            selects.append(f"{value} AS {_q(f.name)}")
-        frame = con.execute(f"SELECT s.__rid, {', '.join(selects)} FROM spine s "
-                            f"ASOF LEFT JOIN __e e ON {on} AND {sk} >= {ek}").df()
-        got = {}
-        for f in self.feats:
-            v = frame[f.name]
-            got[f.name] = (v.astype("float64").to_numpy() if f.dtype == "float"
-                           else v.astype(object).where(v.notna(), None).to_numpy())
-        if end is not None:
-            fields = ", ".join(f"{_q(c)}: {_q(c)}" for c in ["__ts", "__et", "__id", *self.columns])
-            picks = ", ".join(f"struct_extract(r, {_lit(c)}) AS {_q(c)}" for c in ["__ts", "__et", "__id", *self.columns])
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {self.state} AS SELECT {kq}, {picks} FROM ("
-                        f"SELECT {kq}, arg_max({{{fields}}}, {{'a': __ts, 'b': __et, 'c': __id}}) AS r "
-                        f"FROM __e GROUP BY ALL)")
-            self.has_state = True
-        return frame["__rid"].to_numpy(), got
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _chunks(sorted_t: np.ndarray, chunk: timedelta | None) -> list[tuple[int, int]]:
