@@ -181,13 +181,14 @@ class OnlineExecutor:
         event_t = events["event_time"]
         ids = events["event_id"]
         for g in groups:
-            key_cols = [events[k] for k in g.keys]
-            wcols = {c: events[c] for c in g.event_cols}
+            # rows as tuples built by zip (C speed): the per-event loop below is the ingestion hot path
+            keys = list(zip(*[events[k] for k in g.keys]))
+            names = g.event_cols
+            rows = list(zip(*[events[c] for c in names])) if names else None
             lcols = {c: events[c] for c in g.latest_cols}
             states, dirty = self._state[g.id], self._dirty[g.id]
-            for i in range(events.n):
-                key = tuple(col[i] for col in key_cols)
-                if any(k is None for k in key):
+            for i, key in enumerate(keys):
+                if None in key:
                     continue
                 st = states.get(key)
                 if st is None:
@@ -195,7 +196,7 @@ class OnlineExecutor:
                     st.empty_like(g.window_cols, g.item_cols)
                     states[key] = st
                 if g.aggs:
-                    st.append(avail[i], ((c, vals[i]) for c, vals in wcols.items()))
+                    st.append(avail[i], zip(names, rows[i]) if rows is not None else ())
                 for c, vals in lcols.items():
                     v = vals[i]
                     if v is not None:
