@@ -151,7 +151,7 @@ def main() -> int:
     ok = True
     end_us = events[-1]["available_time"]
     t = from_us(end_us)
-    sched = ws.log.read("schedule", start=t, end=t + timedelta(days=3)).to_pandas()
+    sched = ws.log.read("schedule", start=t - timedelta(days=1), end=t).to_pandas()
     sched["sched_dep"] = sched["sched_dep"].dt.tz_convert("UTC")
     requests = records(sched.head(2000), list(p.spine.request_fields))
     ref = [OnlineExecutor(p.features, store=stores["direct"]).get(r, t) for r in requests]
@@ -171,7 +171,7 @@ def main() -> int:
                     col.append(e.get(c))
             for s, b in per.items():
                 direct.update(s, EventBatch(b, len(b["event_id"])))
-        sched_r = ws.log.read("schedule", start=t_r, end=t_r + timedelta(days=1)).to_pandas()
+        sched_r = ws.log.read("schedule", start=t_r - timedelta(days=1), end=t_r).to_pandas()
         sched_r["sched_dep"] = sched_r["sched_dep"].dt.tz_convert("UTC")
         req_r = records(sched_r.head(2000), list(p.spine.request_fields))
         same = [OnlineExecutor(p.features, store=stores["redis"]).get(r, t_r) for r in req_r] == \

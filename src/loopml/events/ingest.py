@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import le
+from operator import itemgetter, le
 from datetime import datetime
 from typing import Any
 
@@ -152,20 +152,18 @@ class Ingestor:
     def _columnar(self, source: str, objs: list[Any], *, checked: bool = False) -> dict[str, list[Any]] | None:
         """The events as columns, or None if any needs a closer look: a bad or ISO time, a failed rule,
         a time going backwards, or one at or before ``after``."""
-        ids = [o.get("event_id") for o in objs]
-        ets = [o.get("event_time") for o in objs]
-        ats = [o.get("available_time") for o in objs]
+        wanted = self._columns.get(source, ())
+        names = ("event_id", "event_time", "available_time", *wanted)
+        try:  # one C-level pass when every event has every column
+            cols: dict[str, list[Any]] = dict(zip(names, map(list, zip(*map(itemgetter(*names), objs))), strict=True))
+        except (KeyError, TypeError):  # a column is absent from some event: it is missing there
+            cols = {c: [o.get(c) for o in objs] for c in names}
+        ids, ets, ats = cols["event_id"], cols["event_time"], cols["available_time"]
         if not checked:
             after, last = self._after_us, self._last_at.get(source)
             if (set(map(type, ids)) != _INT or set(map(type, ets)) != _INT or set(map(type, ats)) != _INT
                     or not all(map(le, ets, ats)) or (after is not None and ats[0] <= after)):
                 return None
-        cols: dict[str, list[Any]] = {"event_id": ids, "event_time": ets, "available_time": ats}
-        wanted = self._columns.get(source)
-        if wanted is None:
-            return cols
-        for c in wanted:
-            cols[c] = [o.get(c) for o in objs]
         if checked:
             return cols
         if (last is not None and ats[0] < last) or not all(map(le, ats, ats[1:])):
