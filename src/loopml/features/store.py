@@ -60,6 +60,8 @@ class SQLiteOnlineStore:
         """Blobs for many (group, key) pairs in one query, in the order asked (None where absent)."""
         if not pairs:
             return []
+        if len(pairs) == 1:  # the common online lookup: one statement text, so sqlite3 reuses its cached plan
+            return [self.get(*pairs[0])]
         found: dict[tuple[str, str], bytes] = {}
         con = self._con()
         for lo in range(0, len(pairs), 400):  # SQLite's bound-parameter limit
