@@ -153,17 +153,18 @@ end
 
 # -- setup ---------------------------------------------------------------------------------------
 
-def ensure_venv(name: str) -> Path:
+def ensure_venv(name: str, requirements: list[str] | None = None) -> Path:
     """OUT/venv-NAME with VENVS[name] installed (once; a marker records the requirements)."""
+    reqs = requirements or VENVS[name]
     venv = OUT / f"venv-{name}"
     marker = venv / ".bench-requirements"
-    spec = "\n".join(VENVS[name])
+    spec = "\n".join(reqs)
     if marker.exists() and marker.read_text() == spec:
         return venv / "bin"
     print(f"installing {name} into {venv} ...", flush=True)
     if not (venv / "bin" / "python").exists():
         subprocess.run([PY_FOR_VENVS, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *VENVS[name]], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *reqs], check=True)
     marker.write_text(spec)
     return venv / "bin"
 
