@@ -556,7 +556,7 @@ def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: boo
                          decisions=result.decisions, calibration=result.calibration)
     doc = {"months": result.months, "report": str(report), "wall_seconds": round(time.perf_counter() - t0, 1),
            "policy": policy, "retrainings": result.retrainings, "retrain_cpu_seconds": result.retrain_cpu_seconds,
-           "weeks": result.weekly,
+           "weeks": result.weekly, "data_quality": result.quality,
            "decisions": [{k: d[k] for k in ("at", "kind", "version")} for d in result.decisions]}
     if as_json:
         _print_json(doc)
@@ -569,6 +569,77 @@ def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: boo
                       _f(m["log_loss"]), _f(m["baseline_log_loss"]), _f(m["auc"]))
     out.print(table)
     out.print(f"report: {report}")
+
+
+@app.command("run")
+def run_cmd(project: ProjectOpt, state: StateOpt = None,
+            start: Annotated[str | None, typer.Option("--from", help="Clock start (default: now; with --speed, the "
+                                                      "project's train_to). A resumed run keeps its own.")] = None,
+            until: Annotated[str, typer.Option("--until", help="Stop serving at this time.")] = "2100-01-01",
+            speed: Annotated[float, typer.Option(help="Logical seconds per real second (3600: an hour a second).")] = 1.0,
+            policy: PolicyOpt = "monthly",
+            ingest: Annotated[str, typer.Option(help="'sources': append the project's sources to the event log as "
+                                                "they become available; 'none': another process appends.")] = "sources",
+            as_json: JsonOpt = False) -> None:
+    """Run the loop on the wall clock against live ingestion: the controller of `loopml replay`, live.
+
+    Processes whatever has become available up to now, sleeps until its next due action, and stops
+    cleanly on Ctrl-C; run the same command again to resume from STATE/loop.json.
+    """
+    import signal
+    import threading
+    from datetime import UTC
+
+    from loopml.errors import InvalidConfig
+    from loopml.loop import LiveSource, LoopController, RetrainPolicy, WallClock
+    from loopml.loop.controller import checkpoint_info
+    from loopml.project import load_project
+    from loopml.reports import loop_report
+    from loopml.workspace import Workspace
+
+    if ingest not in ("sources", "none"):
+        raise InvalidConfig(f"--ingest must be 'sources' or 'none'; got {ingest!r}")
+    proj = load_project(project)
+    ws = Workspace.for_project(proj, state)
+    ckpt = ws.root / "loop.json"
+    saved = checkpoint_info(ckpt)
+    if saved and not saved["finished"]:
+        a, b, origin = _time(saved["start"], "start"), _time(saved["until"], "until"), _time(saved["done_until"], "done")
+        err.print(f"resuming the run of {a.date()} .. {b.date()} from {origin.isoformat()}")
+    else:
+        a = _time(start, "--from") if start else (_time(proj.train_to, "train_to") if speed != 1 else datetime.now(UTC))
+        b, origin = _time(until, "--until"), a
+    clock = WallClock(origin, speed=speed) if (start or speed != 1 or saved) else WallClock()
+    live = None
+    if ingest == "sources":
+        frames = proj.load_events()
+        proj.validate_sources(frames)
+        live = LiveSource(ws.log, frames)
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        err.print("stopping after the current step (Ctrl-C again to abort)")
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, interrupt)
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        result = LoopController(proj, ws, policy=RetrainPolicy.named(policy), progress=_progress_callback(bar)).run(
+            a, b, clock=clock, stop=stop, ingest=live, checkpoint=ckpt)
+    report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
+                         decisions=result.decisions, calibration=result.calibration)
+    doc = {"finished": result.finished, "done_until": result.done_until, "policy": policy, "speed": speed,
+           "months": result.months, "retrainings": result.retrainings, "report": str(report),
+           "wall_seconds": round(time.perf_counter() - t0, 1), "late_events": result.late_events,
+           "data_quality": result.quality,
+           "decisions": [{k: d[k] for k in ("at", "kind", "version")} for d in result.decisions]}
+    if as_json:
+        _print_json(doc)
+    elif result.finished:
+        out.print(f"finished at {result.done_until}: {result.retrainings} retraining(s); report: {report}")
+    else:
+        out.print(f"stopped at {result.done_until}; run the same command to resume")
 
 
 @app.command()

@@ -35,6 +35,8 @@ def test_sped_up_wall_clock_maps_real_seconds_to_logical_time():
     real = [100.0]
     waits: list[float] = []
     clock = WallClock(T0, speed=3600, timer=lambda: real[0], wait=lambda s, stop: waits.append(s))
+    real[0] += 50.0  # set-up time before the first reading does not count: the clock starts when first read
+    assert clock.now() == T0
     real[0] += 2.0
     assert clock.now() == T0 + timedelta(hours=2)
     clock.sleep_until(T0 + timedelta(hours=5))

@@ -62,8 +62,10 @@ class ReplayClock:
 class WallClock:
     """The wall clock, optionally started at ``origin`` and sped up by ``speed``.
 
-    ``now() = origin + speed * (seconds since the clock was made)``. Without ``origin`` it is the
-    real UTC time (and ``speed`` must be 1).
+    ``now() = origin + speed * (seconds since the first reading)``: the clock starts when the
+    controller first asks it the time, after its setup (loading data, training a first model), so
+    a sped-up rehearsal does not begin behind. Without ``origin`` it is the real UTC time (and
+    ``speed`` must be 1).
 
     Parameters
     ----------
@@ -88,11 +90,14 @@ class WallClock:
         self.origin = origin if origin is not None else datetime.now(UTC)
         self.speed = float(speed)
         self._timer = timer
-        self._t0 = timer()
+        self._t0: float | None = None
         self._wait = wait or _wait
 
     def now(self) -> datetime:
-        return self.origin + timedelta(seconds=(self._timer() - self._t0) * self.speed)
+        t = self._timer()
+        if self._t0 is None:
+            self._t0 = t
+        return self.origin + timedelta(seconds=(t - self._t0) * self.speed)
 
     def sleep_until(self, t: datetime, stop: threading.Event | None = None) -> None:
         seconds = (t - self.now()).total_seconds() / self.speed

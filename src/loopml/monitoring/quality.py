@@ -105,7 +105,7 @@ class DataQuality:
                                             float(v.max()) if len(v) else None)
             else:
                 profiles[c] = ColumnProfile(c, "categorical", miss,
-                                            categories=frozenset(s.dropna().astype(str).unique().tolist()))
+                                            categories=frozenset(str(v) for v in pd.unique(s.dropna())))
         self.reference_ = profiles
         self.n_reference_ = int(len(reference))
         return self
@@ -139,7 +139,7 @@ class DataQuality:
                                "reference_missing_rate": prof.missing_rate}
         present = s.dropna()
         if prof.kind == "numeric":
-            values = pd.to_numeric(present, errors="coerce")
+            values = present if _is_numeric(present) else pd.to_numeric(present, errors="coerce")
             bad = values.isna()
             if bad.any():
                 example = present[bad].iloc[0]
@@ -159,10 +159,10 @@ class DataQuality:
                     out["out_of_range_examples"] = [float(x) for x in worst[order][:_MAX_EXAMPLES]]
             out["reference_range"] = [prof.minimum, prof.maximum]
         else:
-            values = present.astype(str)
-            unseen = ~values.isin(prof.categories)
-            out["unseen_category_rate"] = float(unseen.mean()) if len(values) else 0.0
-            out["unseen_categories"] = sorted(values[unseen].unique().tolist())[:_MAX_EXAMPLES]
+            # compare the few distinct values as text, then count their rows (no per-row str())
+            unseen = [u for u in pd.unique(present) if str(u) not in prof.categories]
+            out["unseen_category_rate"] = float(present.isin(unseen).mean()) if len(present) and unseen else 0.0
+            out["unseen_categories"] = sorted(str(u) for u in unseen)[:_MAX_EXAMPLES]
         return out
 
     def summary(self, report: Mapping[str, Any]) -> dict[str, float]:
