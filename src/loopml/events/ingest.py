@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter, le
+from operator import le
 from datetime import datetime
 from typing import Any
 
@@ -154,10 +154,9 @@ class Ingestor:
         a time going backwards, or one at or before ``after``."""
         wanted = self._columns.get(source, ())
         names = ("event_id", "event_time", "available_time", *wanted)
-        try:  # one C-level pass when every event has every column
-            cols: dict[str, list[Any]] = dict(zip(names, map(list, zip(*map(itemgetter(*names), objs))), strict=True))
-        except (KeyError, TypeError):  # a column is absent from some event: it is missing there
-            cols = {c: [o.get(c) for o in objs] for c in names}
+        # one comprehension per column (a column absent from an event is missing there): measured faster
+        # than building a tuple per event with itemgetter and transposing
+        cols: dict[str, list[Any]] = {c: [o.get(c) for o in objs] for c in names}
         ids, ets, ats = cols["event_id"], cols["event_time"], cols["available_time"]
         if not checked:
             after, last = self._after_us, self._last_at.get(source)
