@@ -122,3 +122,11 @@ def test_for_window_refuses_features_of_several_entity_kinds(log):
     feats = [*FEATURES, Latest("other", "ev", ("k", "tag"), "x")]
     with pytest.raises(InvalidConfig, match=r"one key set.*\['k'\].*\['k', 'tag'\]"):
         OfflineExecutor(log, feats).for_window(T0, T0 + H)
+
+
+def test_for_window_names_a_bad_step_or_range(log):
+    ex = OfflineExecutor(log, FEATURES)
+    with pytest.raises(InvalidConfig, match=r"every must be a positive duration; got datetime.timedelta\(0\)"):
+        ex.for_window(T0, T0 + H, every=timedelta(0))
+    with pytest.raises(InvalidConfig, match="needs start < end; got start=2024-01-01 01:00:00"):
+        ex.for_window(T0 + H, T0)
