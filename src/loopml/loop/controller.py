@@ -410,16 +410,50 @@ class LoopController:
             "champion": binary_metrics(y, champion.predict_frame(hold)),
             "challenger_version": mv.version, "champion_version": champion_v, "mode": pol.mode,
         }
-        wins = (len(y) >= pol.min_holdout_labels
+        evidence["gates"] = self._gates(hold, y, challenger, champion, holdout_start)
+        failed = [g["gate"] for g in evidence["gates"] if not g["passed"]]
+        wins = (len(y) >= pol.min_holdout_labels and not failed
                 and evidence["challenger"]["log_loss"] < evidence["champion"]["log_loss"])
         evidence["decision"] = "promote" if wins else "keep champion"
+        if failed:
+            evidence["failed_gates"] = failed
         if wins:
-            self.registry.promote(name, mv.version, reason="challenger beat champion on holdout log loss",
+            self.registry.promote(name, mv.version, reason="challenger beat champion on holdout log loss and passed "
+                                  "the project's gates",
                                   evidence=evidence, at=at.isoformat())
             predictor.swap(challenger, mv.version)
         else:
             self.registry.record(name, "rejected", version=mv.version, details=evidence, at=at.isoformat())
         self.progress(f"retraining at {at.date()}", 1, 1)
+
+    def _gates(self, hold: pd.DataFrame, y: np.ndarray, challenger: Any, champion: Any,
+               holdout_start: datetime) -> list[dict[str, Any]]:
+        """The project's promotion gates (:class:`~loopml.evaluation.gates.Gates`) on the holdout.
+
+        Leakage checks are left to ``loopml evaluate``: they need cross-validated single-feature
+        models, too slow to run at every weekly retraining.
+        """
+        from loopml.evaluation import compare_slices, expected_calibration_error, run_behaviour_tests
+        from loopml.evaluation.gates import check_gates
+        from loopml.loop.assess import BANDS, SLICE_COLUMNS
+
+        gates = self.project.gates
+        if len(y) == 0:
+            return []
+        p_new, p_old = challenger.predict_frame(hold), champion.predict_frame(hold)
+        prior = _prior(self.log, self.project, holdout_start)
+        prior_ll = binary_metrics(y, np.full(len(y), prior))["log_loss"]
+        behaviour = (run_behaviour_tests(challenger, hold.reset_index(drop=True), self.project.behaviour, sample=2000)
+                     if self.project.behaviour else [])
+        columns = [c for c in SLICE_COLUMNS if c in hold.columns]
+        worse = compare_slices(hold, y, p_new, p_old, columns, min_support=gates.min_slice_support,
+                               max_worse=gates.max_slice_worse, bands=BANDS)
+        results = check_gates(gates, log_loss=binary_metrics(y, p_new)["log_loss"], prior_log_loss=prior_ll,
+                              ece=expected_calibration_error(y, p_new, n_bins=10), behaviour=behaviour,
+                              champion_log_loss=binary_metrics(y, p_old)["log_loss"], slices_worse=worse)
+        for g in results:  # keep the registry record small: names of failing tests and slices only
+            g.pop("slices", None)
+        return results
 
     # -- results -------------------------------------------------------------------------------
     def summarize(self, start: datetime, until: datetime) -> LoopResult:

@@ -1,0 +1,32 @@
+"""The loop enforces the project's promotion gates, and records each gate's numbers with the decision."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from loopml.loop import LoopController, RetrainPolicy
+from loopml.registry import ArtifactStore, Registry
+from loopml.timeutil import parse_time
+from loopml.workspace import Workspace
+
+
+@pytest.mark.slow
+def test_a_challenger_that_fails_a_gate_is_not_promoted_even_if_it_wins_on_log_loss(flights_project, flights_ws,
+                                                                                    tmp_path):
+    (tmp_path / "events").symlink_to(flights_ws.root / "events", target_is_directory=True)
+    ws = Workspace(tmp_path)
+    strict = replace(flights_project, gates={"max_ece": 0.0})  # no model is perfectly calibrated
+    result = LoopController(strict, ws, policy=RetrainPolicy.named("weekly-stateful")).run(
+        parse_time("2013-03-01"), parse_time("2013-03-12"))
+    assert result.retrainings == 2  # Mondays 4 and 11 March
+    reg = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    checks = [d for d in reg.decisions("flights") if d["kind"] == "rejected"]
+    assert len(checks) == 2
+    for d in checks:
+        gates = {g["gate"]: g for g in d["details"]["gates"]}
+        assert gates["ece"]["threshold"] == 0.0 and gates["ece"]["passed"] is False and gates["ece"]["value"] > 0
+        assert {"beats_prior_baseline", "behavioural_tests", "log_loss_vs_champion"} <= set(gates)
+        assert "ece" in d["details"]["failed_gates"]
+    assert reg.resolve("flights", "champion") == 1
