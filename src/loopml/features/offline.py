@@ -32,7 +32,6 @@ from loopml.events.log import EventLog
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.features.offline_extra import EXTRA_AGGREGATIONS, extra_aggregates
 from loopml.features.offline_latest import LatestLookup, latest_lookups
-from loopml.features.offline_latest import LatestLookup, latest_lookups
 from loopml.timeutil import duration_us, to_us
 
 __all__ = ["OfflineExecutor", "records"]
