@@ -194,3 +194,17 @@ def test_a_stopped_run_resumes_from_its_checkpoint_without_serving_twice(
     assert _decisions(ws) == _decisions(ws_r)
     with pytest.raises(InvalidConfig, match="finished"):
         LoopController(small_project, ws, policy=_policy()).run(START, UNTIL, checkpoint=ckpt)
+
+
+def test_live_source_checks_each_batch_against_the_history(tmp_path):
+    log = EventLog(tmp_path)
+    first = _events(["2013-03-01T01:00Z", "2013-03-01T02:00Z"], 1.0)
+    later = _events(["2013-03-01T03:00Z", "2013-03-01T04:00Z"], 2.0)
+    later["v"] = [1.0, 99.0]
+    later.loc[later.index[0], "k"] = "new"
+    live = LiveSource(log, {"s": pd.concat([first, later], ignore_index=True)}, check_quality=True)
+    live.append_until(parse_time("2013-03-01T02:00Z"))  # the history: the reference
+    assert live.findings == []
+    live.append_until(parse_time("2013-03-01T05:00Z"))
+    assert live.quality["s"]["max_out_of_range_rate"] == 0.5 and live.quality["s"]["max_unseen_category_rate"] == 0.5
+    assert [f["source"] for f in live.findings] == ["s"]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from loopml.errors import SchemaError
 from loopml.events.log import EventLog
+from loopml.monitoring.quality import DataQuality
 from loopml.timeutil import from_us, to_us, utc_series
 
 __all__ = ["LiveSource"]
@@ -32,10 +34,19 @@ class LiveSource:
         The event log to append to.
     frames
         Per source, its events with ``event_time`` and ``available_time`` columns.
+    check_quality
+        Check every appended batch against its source's first batch (the history before the run):
+        missing rates, out-of-range values, unseen categories, schema violations
+        (:class:`~loopml.monitoring.quality.DataQuality`). Per source, the latest check's summary is
+        in :attr:`quality` and every batch with a finding is in :attr:`findings`.
     """
 
-    def __init__(self, log: EventLog, frames: Mapping[str, pd.DataFrame]) -> None:
+    def __init__(self, log: EventLog, frames: Mapping[str, pd.DataFrame], *, check_quality: bool = False) -> None:
         self.log = log
+        self.check_quality = check_quality
+        self._profiles: dict[str, DataQuality] = {}
+        self.quality: dict[str, dict[str, Any]] = {}
+        self.findings: list[dict[str, Any]] = []
         self._frames: dict[str, pd.DataFrame] = {}
         self._avail: dict[str, np.ndarray] = {}
         self._pos: dict[str, int] = {}
@@ -60,10 +71,27 @@ class LiveSource:
             lo = self._pos[name]
             hi = int(np.searchsorted(self._avail[name], t_us, side="right"))
             if hi > lo:
-                n += self.log.append(name, frame.iloc[lo:hi])
+                batch = frame.iloc[lo:hi]
+                if self.check_quality:
+                    self._check(name, batch, t)
+                n += self.log.append(name, batch)
                 self._pos[name] = hi
         self.appended += n
         return n
+
+    def _check(self, name: str, batch: pd.DataFrame, t: datetime) -> None:
+        body = batch[[c for c in batch.columns if c not in ("event_time", "available_time")
+                      and not pd.api.types.is_datetime64_any_dtype(batch[c].dtype)]]
+        if name not in self._profiles:  # the first batch is the reference
+            self._profiles[name] = DataQuality(allow_extra_columns=False).fit(body)
+            return
+        dq = self._profiles[name]
+        report = dq.check(body)
+        summary = {"at": t.isoformat(), "rows": report["rows"], **dq.summary(report)}
+        self.quality[name] = summary
+        if (report["schema_violations"] or summary["max_out_of_range_rate"] > 0.01
+                or summary["max_unseen_category_rate"] > 0.01 or summary["max_missing_rate_increase"] > 0.05):
+            self.findings.append({"source": name, **summary, "schema_violations": report["schema_violations"]})
 
     def next_time(self) -> datetime | None:
         """Available time of the next upstream event not yet appended (None when all are in)."""
