@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loopml.errors import LoopmlError
+from loopml.errors import InvalidConfig, LoopmlError
 
 app = typer.Typer(help="loopml: event log -> features -> train -> evaluate -> registry -> serve -> monitor -> retrain.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -169,7 +169,6 @@ def stream_cmd(project: ProjectOpt, state: StateOpt = None,
                claim_idle_ms: Annotated[int, typer.Option(help="Claim a dead consumer's pending entries once idle this long.")] = 30_000,
                as_json: JsonOpt = False) -> None:
     """Apply streamed events to the online store, exactly once in effect (see loopml.events.ingest.Ingestor)."""
-    from loopml.errors import InvalidConfig
     from loopml.events import JsonLinesTail, RedisStreamConsumer
     from loopml.features import OnlineExecutor, RedisOnlineStore, SQLiteOnlineStore
     from loopml.project import load_project
@@ -308,23 +307,34 @@ def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
 
 
 @app.command()
-def predict(project: ProjectOpt, start: Annotated[str, typer.Option("--from")], end: Annotated[str, typer.Option("--to")],
-            out_path: Annotated[Path, typer.Option("--out")],
+def predict(project: ProjectOpt, out_path: Annotated[Path, typer.Option("--out")],
+            start: Annotated[str | None, typer.Option("--from", help="Score every spine row from this time...")] = None,
+            end: Annotated[str | None, typer.Option("--to", help="...to this time (exclusive).")] = None,
+            input_path: Annotated[Path | None, typer.Option(
+                "--input", help="Or score the rows of this Parquet file (request fields + the spine time column).")] = None,
             model_version: Annotated[str, typer.Option("--model-version")] = "champion",
+            chunk_days: Annotated[float, typer.Option(help="Days per chunk of a time range (bounds memory).")] = 7.0,
             state: StateOpt = None) -> None:
-    """Batch scoring through the offline feature path: the dataset of [--from, --to) plus a `score` column."""
-    from loopml.loop.assess import score_window
+    """Batch scoring through the offline feature path, chunk by chunk: features plus a `score` column."""
     from loopml.registry import ArtifactStore, Registry
+    from loopml.serving.batchscore import score_file, score_range
 
+    if (input_path is None) == (start is None or end is None):
+        raise InvalidConfig("give either --from and --to (a time range) or --input (a Parquet file), not both")
     proj, ws = _open(project, state)
     _, model = Registry(ws.registry_url, ArtifactStore(ws.artifacts)).load(proj.name, model_version)
     with _progress() as bar:
         task = bar.add_task("building features and scoring", total=None)
-        frame = score_window(proj, ws.log, model, _time(start, "--from"), _time(end, "--to"))
-        bar.update(task, total=1, completed=1)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out_path, index=False)
-    err.print(f"wrote {len(frame):,} scored rows to {out_path}")
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if input_path is not None:
+            n = score_file(proj, ws.log, model, input_path, out_path, progress=progress)
+        else:
+            n = score_range(proj, ws.log, model, _time(start, "--from"), _time(end, "--to"), out_path,
+                            chunk=timedelta(days=chunk_days), progress=progress)
+    err.print(f"wrote {n:,} scored rows to {out_path}")
 
 
 @monitor_app.command("drift")
@@ -614,7 +624,7 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
     if ingest == "sources":
         frames = proj.load_events()
         proj.validate_sources(frames)
-        live = LiveSource(ws.log, frames)
+        live = LiveSource(ws.log, frames, check_quality=True)
     stop = threading.Event()
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -633,6 +643,7 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
            "months": result.months, "retrainings": result.retrainings, "report": str(report),
            "wall_seconds": round(time.perf_counter() - t0, 1), "late_events": result.late_events,
            "data_quality": result.quality,
+           "ingest_quality": {"latest": live.quality, "findings": live.findings[-50:]} if live else None,
            "decisions": [{k: d[k] for k in ("at", "kind", "version")} for d in result.decisions]}
     if as_json:
         _print_json(doc)
