@@ -17,7 +17,7 @@ import pandas as pd
 
 from loopml.errors import InvalidConfig, SchemaError
 from loopml.evaluation.gates import Gates
-from loopml.features.definitions import Feature, Label, RequestFeature, Spine, definition_hash
+from loopml.features.definitions import Feature, Label, RequestFeature, Spine, changed_features, definition_hash
 from loopml.training.calibrate import Calibration
 
 __all__ = ["Project", "load_project"]
@@ -129,6 +129,22 @@ class Project:
                 if c not in frame.columns:
                     raise SchemaError(f"Source {source!r} is missing column {c!r} that the project reads; "
                                       f"it has {sorted(map(str, frame.columns))}")
+
+    def check_model_features(self, info: Mapping[str, Any], *, version: int | str = "?") -> None:
+        """Refuse to serve a model whose features this project has since redefined or removed.
+
+        ``info`` is the registered version's info (its ``feature_versions``); serving it with other
+        definitions would feed it values it was never trained on (training/serving skew).
+        """
+        recorded = info.get("feature_versions")
+        if not recorded:
+            return  # registered before per-feature versions were recorded
+        changed = changed_features(recorded, self.features)
+        if changed:
+            raise SchemaError(
+                f"Model {self.name!r} v{version} was trained with feature definitions that project.py has since "
+                f"changed: {changed}. Serve a version trained on the current definitions (loopml train), or the "
+                f"project file this version was trained with.")
 
     def feature_sources(self) -> list[str]:
         return sorted({f.source for f in self.features if not isinstance(f, RequestFeature)})

@@ -41,7 +41,10 @@ __all__ = [
     "Latest",
     "RequestFeature",
     "Spine",
+    "changed_features",
     "definition_hash",
+    "describe",
+    "feature_versions",
 ]
 
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "std", "last", "last_k", "approx_distinct", "approx_quantile")
@@ -195,6 +198,37 @@ def _describe(f: Feature) -> dict[str, Any]:
             continue
         d[k] = v.total_seconds() if isinstance(v, timedelta) else (list(v) if isinstance(v, tuple) else v)
     return d
+
+
+def describe(f: Feature) -> dict[str, Any]:
+    """A JSON-able description of one feature's definition (what its version hash covers)."""
+    return json.loads(json.dumps(_describe(f), sort_keys=True, default=str))
+
+
+def feature_versions(features: tuple[Feature, ...] | list[Feature]) -> dict[str, str]:
+    """``{name: 12-hex sha256 of its definition}``: a feature's identity, recorded with every model version.
+
+    Changing a window, a source, a key or a column gives the feature a new version; the registry
+    keeps the versions a model was trained with, so serving can refuse a model whose features have
+    since been redefined (see :func:`changed_features`).
+    """
+    return {f.name: hashlib.sha256(json.dumps(_describe(f), sort_keys=True, default=str).encode()).hexdigest()[:12]
+            for f in features}
+
+
+def changed_features(recorded: dict[str, str], features: tuple[Feature, ...] | list[Feature]) -> dict[str, str]:
+    """Features of ``recorded`` (a model's :func:`feature_versions`) that ``features`` define differently or not at all.
+
+    Returns ``{name: "redefined" | "removed"}``; empty when the model can be served with ``features``.
+    """
+    current = feature_versions(features)
+    out = {}
+    for name, version in recorded.items():
+        if name not in current:
+            out[name] = "removed"
+        elif current[name] != version:
+            out[name] = "redefined"
+    return out
 
 
 def definition_hash(features: tuple[Feature, ...] | list[Feature]) -> str:

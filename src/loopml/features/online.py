@@ -19,6 +19,7 @@ floats: a 7-day window of one carrier is ~1,000 events, a few microseconds of wo
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import math
 import struct
@@ -124,6 +125,11 @@ class _Group:
         self.event_cols = sorted({*self.window_cols, *self.item_cols})
         self.latest_cols = sorted({f.column for f in self.latest})
         self.keep_us = max((duration_us(f.window) for f in self.aggs), default=0)
+        # The stored state's identity includes what it holds (columns, retention): redefining a
+        # feature so that the state must differ (a longer window, another column) writes a new
+        # state beside the old one, which a server still running the old definitions keeps reading.
+        layout = json.dumps([self.event_cols, self.item_cols, self.latest_cols, self.keep_us])
+        self.id = f"{self.id}@{hashlib.sha256(layout.encode()).hexdigest()[:10]}"
 
 
 class OnlineExecutor:
@@ -153,7 +159,8 @@ class OnlineExecutor:
         self._dirty: dict[str, set[Key]] = {g.id: set() for g in self.groups}
         self.watermark_us: int | None = None
         self._by_name = {f.name: f for f in self.features}
-        self._plan = [(f, None, ()) if isinstance(f, RequestFeature) else (f, group_id(f.source, f.keys), f.keys)
+        ids = {(g.source, g.keys): g.id for g in self.groups}
+        self._plan = [(f, None, ()) if isinstance(f, RequestFeature) else (f, ids[(f.source, f.keys)], f.keys)
                       for f in self.features]
         self._plan_of = {p[0].name: p for p in self._plan}
 

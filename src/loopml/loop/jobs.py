@@ -13,6 +13,7 @@ from loopml.datasets.build import build_dataset
 from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
 from loopml.evaluation.metrics import binary_metrics
 from loopml.events.log import EventLog
+from loopml.features.definitions import feature_versions
 from loopml.project import Project
 from loopml.registry.registry import ModelVersion, Registry, git_commit
 from loopml.training.calibrate import fit_calibrator, split_for_calibration
@@ -110,7 +111,8 @@ def train_and_register(project: Project, log: EventLog, registry: Registry, star
         project.name, model.to_bytes(), feature_hash=project.feature_hash, metrics=metrics,
         train_from=start.isoformat(), train_to=end.isoformat(),
         label_cutoff=(label_cutoff or end).isoformat(), git=git_commit(project.path), parent_version=parent,
-        info={"features": project.feature_names, "params": dict(project.model_params), "onnx": onnx_info,
+        info={"features": project.feature_names, "feature_versions": feature_versions(project.features),
+              "params": dict(project.model_params), "onnx": onnx_info,
               **(info or {})},
         at=at.isoformat() if at is not None else None)
     return mv, model, evaluation
