@@ -23,6 +23,7 @@ def model_loader(project: Project, ws: Workspace) -> Callable[[str], tuple[int, 
 
     def load(ref: str) -> tuple[int, GBMModel]:
         mv, model = registry.load(project.name, ref)
+        project.check_model_features(mv.info, version=mv.version)  # never serve redefined features
         return mv.version, model
 
     return load
@@ -38,6 +39,7 @@ def build_predictor(project: Project, ws: Workspace, model_version: str | int = 
     """Champion (or ``model_version``) + the SQLite online store + the state's prediction log."""
     registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
     mv, model = registry.load(project.name, model_version)
+    project.check_model_features(mv.info, version=mv.version)  # never serve redefined features
     online = OnlineExecutor(project.features, store=SQLiteOnlineStore(ws.online_path))
     schema = RequestSchema.from_arrow(ws.log.schema(project.spine.source), project.spine.request_fields)
     return Predictor(project, online, model, mv.version, PredictionLog(ws.predictions), schema)
