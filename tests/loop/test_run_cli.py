@@ -63,6 +63,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(state):
     assert len(served) > 700 and served["label"].notna().mean() > 0.95  # all of 1 March, labels joined
     assert served["at"].max().isoformat() < "2013-03-02"
     assert second["data_quality"]["rows"] == len(served)
+    assert {"schedule", "weather"} <= set(second["ingest_quality"]["latest"])  # every appended batch was checked
     # live ingestion only appended what had become available by the end of the run (+ label wait)
     log = Workspace(state).log
     assert max(log.read(s, columns=[]).column("available_time").to_pylist()[-1].isoformat()
