@@ -568,7 +568,7 @@ def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: boo
     with _progress() as bar:
         result = LoopController(proj, ws, policy=retrain, progress=_progress_callback(bar)).run(start, until)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
-                         decisions=result.decisions, calibration=result.calibration)
+                         decisions=result.decisions, calibration=result.calibration, quality=result.quality)
     doc = {"months": result.months, "report": str(report), "wall_seconds": round(time.perf_counter() - t0, 1),
            "policy": policy, "retrainings": result.retrainings, "retrain_cpu_seconds": result.retrain_cpu_seconds,
            "weeks": result.weekly, "data_quality": result.quality,
@@ -643,7 +643,7 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
         result = LoopController(proj, ws, policy=RetrainPolicy.named(policy), progress=_progress_callback(bar)).run(
             a, b, clock=clock, stop=stop, ingest=live, checkpoint=ckpt)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
-                         decisions=result.decisions, calibration=result.calibration)
+                         decisions=result.decisions, calibration=result.calibration, quality=result.quality)
     doc = {"finished": result.finished, "done_until": result.done_until, "policy": policy, "speed": speed,
            "months": result.months, "retrainings": result.retrainings, "report": str(report),
            "wall_seconds": round(time.perf_counter() - t0, 1), "late_events": result.late_events,

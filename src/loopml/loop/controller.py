@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from loopml.datasets.build import build_dataset
 from loopml.errors import InvalidConfig
+from loopml.evaluation.calibration import expected_calibration_error
 from loopml.evaluation.metrics import binary_metrics
 from loopml.events.replay import EventBatch
 from loopml.features.materialize import materialize
@@ -483,8 +484,10 @@ class LoopController:
         if len(lab):
             lab["week"] = lab["at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time
             for wk, g in lab.groupby("week"):
-                mm = binary_metrics(g["label"].to_numpy(float), g["score"].to_numpy(float))
-                weekly.append({"week": str(wk.date()), "log_loss": mm["log_loss"], "auc": mm["auc"], "labelled": mm["n"]})
+                y_w, s_w = g["label"].to_numpy(float), g["score"].to_numpy(float)
+                mm = binary_metrics(y_w, s_w)
+                weekly.append({"week": str(wk.date()), "log_loss": mm["log_loss"], "auc": mm["auc"],
+                               "ece": expected_calibration_error(y_w, s_w, n_bins=10), "labelled": mm["n"]})
         calibration = {}
         if len(lab):
             bins = np.linspace(0, 1, 11)

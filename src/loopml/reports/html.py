@@ -62,8 +62,10 @@ def _page(title: str, body: str) -> str:
 
 
 def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]], weekly: Sequence[Mapping[str, Any]],
-                decisions: Sequence[Mapping[str, Any]], calibration: Mapping[str, Sequence[float]]) -> Path:
-    """Write the continual-learning report (monthly table, weekly metrics, calibration, decisions)."""
+                decisions: Sequence[Mapping[str, Any]], calibration: Mapping[str, Sequence[float]],
+                quality: Mapping[str, Any] | None = None) -> Path:
+    """Write the continual-learning report (monthly table, weekly metrics, calibration, decision timeline,
+    data quality, decisions)."""
     parts = [f"<p class=muted>Project <b>{html.escape(project)}</b>. Every number below comes from the prediction "
              "log joined with labels as they landed (log and wait).</p>"]
     parts.append("<h2>Per month</h2>")
@@ -79,19 +81,24 @@ def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]]
         ax.set_title("Log loss of served predictions per month")
         parts.append(_png(fig))
     if weekly:
-        fig, ax = _figure()
         x = [w["week"] for w in weekly]
-        ax.plot(x, [w["auc"] for w in weekly], marker=".", color="tab:green")
-        ax.set_ylabel("ROC AUC")
-        ax.set_title("Weekly ROC AUC of served predictions")
-        ax.set_xticks(x[:: max(1, len(x) // 12)])
-        ax.tick_params(axis="x", rotation=45)
-        for d in decisions:
-            if d["kind"] == "promoted" and d["details"].get("evidence"):
-                at = d["details"]["evidence"].get("holdout", [None, None])[1]
-                if at:
-                    ax.axvline(_week_index(x, at), color="tab:orange", alpha=0.5)
-        parts.append(_png(fig) + "<p class=muted>Orange lines: a challenger was promoted.</p>")
+        promoted = [_week_index(x, d["details"]["evidence"]["holdout"][1]) for d in decisions
+                    if d["kind"] == "promoted" and (d["details"].get("evidence") or {}).get("holdout")]
+        for key, label, color in (("log_loss", "log loss", "tab:blue"), ("auc", "ROC AUC", "tab:green"),
+                                  ("ece", "ECE (10 bins)", "tab:purple")):
+            if not any(key in w for w in weekly):
+                continue
+            fig, ax = _figure()
+            ax.plot(x, [w.get(key) for w in weekly], marker=".", color=color)
+            ax.set_ylabel(label)
+            ax.set_title(f"Weekly {label} of served predictions")
+            ax.set_xticks(x[:: max(1, len(x) // 12)])
+            ax.tick_params(axis="x", rotation=45)
+            for i in promoted:
+                ax.axvline(i, color="tab:orange", alpha=0.5)
+            parts.append(_png(fig))
+        parts.append("<p class=muted>Orange lines: a challenger was promoted.</p>")
+        parts.append(_table(weekly, ["week", "labelled", "log_loss", "auc", "ece"]))
     if calibration.get("mean_score"):
         fig, ax = _figure()
         ax.plot([0, 1], [0, 1], linestyle=":", color="gray")
@@ -100,6 +107,19 @@ def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]]
         ax.set_ylabel("observed delayed fraction")
         ax.set_title("Reliability diagram (all labelled served predictions)")
         parts.append(_png(fig))
+    if decisions:
+        parts.append("<h2>Decision timeline</h2>" + _timeline(decisions))
+    if quality:
+        parts.append("<h2>Data quality of served features</h2>")
+        parts.append(f"<p class=muted>{quality.get('rows', 0):,} served rows vs the reference window "
+                     f"{html.escape(' .. '.join(map(str, quality.get('reference_window') or [])))}; "
+                     f"{'passed' if quality.get('passed') else '<b>problems found</b>'}.</p>")
+        parts.append(_table(quality.get("columns", []), ["column", "kind", "missing_rate", "reference_missing_rate",
+                                                          "out_of_range_rate", "unseen_category_rate"]))
+        if quality.get("staleness"):
+            parts.append("<p>Staleness: age of the newest event behind each feature at prediction time.</p>")
+            parts.append(_table(quality["staleness"], ["feature", "source", "no_event_rate", "median_seconds",
+                                                       "p95_seconds", "max_seconds"]))
     parts.append("<h2>Decisions</h2>")
     rows = [{"at": d["at"], "kind": d["kind"], "version": d["version"],
              "details": json.dumps(d["details"], default=str)[:400]} for d in decisions]
@@ -107,6 +127,33 @@ def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(f"loopml — {project}: the loop", "".join(parts)), encoding="utf-8")
     return path
+
+
+def _timeline(decisions: Sequence[Mapping[str, Any]]) -> str:
+    """Every recorded decision on one time axis, one row per kind; failed gates are named beside rejections."""
+    import matplotlib.dates as mdates
+    import pandas as pd
+
+    kinds = ["trigger", "registered", "rejected", "promoted", "rolled_back", "promotion_refused"]
+    colors = {"promoted": "tab:green", "rejected": "tab:red", "promotion_refused": "tab:red"}
+    fig, ax = _figure()
+    seen = [k for k in kinds if any(d["kind"] == k for d in decisions)] or kinds[:1]
+    for d in decisions:
+        if d["kind"] not in seen or not d.get("at"):
+            continue
+        t = pd.Timestamp(d["at"]).tz_convert("UTC").tz_localize(None).to_pydatetime()
+        ax.scatter([t], [seen.index(d["kind"])], color=colors.get(d["kind"], "tab:blue"), s=30)
+        failed = (d.get("details") or {}).get("failed_gates")
+        if failed:
+            ax.annotate(", ".join(failed), (t, seen.index(d["kind"])), textcoords="offset points", xytext=(0, 6),
+                        fontsize=6, rotation=30, color="tab:red")
+    ax.set_yticks(range(len(seen)), seen)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_title("Decisions over time (registry)")
+    ax.set_ylim(-0.5, len(seen) - 0.2)
+    return _png(fig)
 
 
 def _week_index(weeks: Sequence[str], iso: str) -> float:
