@@ -14,6 +14,7 @@ Each leaf also inherits the builtin that matches its meaning, so ``except KeyErr
     │   ├── ArtifactCorrupted               an artifact's sha256 does not match the registry
     │   └── ModelRejected                   a version failed to load or its smoke test; not served
     ├── GateFailed                          a version failed its promotion gates
+    ├── PredictionLogError (OSError)        a prediction could not be made durable in the log
     └── NotReady (RuntimeError)             something needed first has not happened (no champion yet)
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "ModelNotFound",
     "ModelRejected",
     "NotReady",
+    "PredictionLogError",
     "RegistryError",
     "SchemaError",
     "closest",
@@ -95,6 +97,10 @@ class ModelRejected(RegistryError):
 
 class GateFailed(LoopmlError):
     """A version failed its promotion gates and was not promoted."""
+
+
+class PredictionLogError(LoopmlError, OSError):
+    """The prediction log could not write or fsync a record; the prediction was not acknowledged."""
 
 
 class NotReady(LoopmlError, RuntimeError):

@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import os
 import pathlib
+import threading
 
+import pytest
+
+from loopml.errors import PredictionLogError
+from loopml.serving import predictionlog
 from loopml.serving.predictionlog import PredictionLog
 
 
@@ -41,3 +48,100 @@ def test_every_writer_gets_its_own_segment_and_nothing_is_overwritten(tmp_path):
     two.close()
     assert len(list(pathlib.Path(tmp_path, "predictions").glob("*.jsonl"))) == 2
     assert sorted(PredictionLog(tmp_path).joined()["request_id"]) == ["a", "b"]
+
+
+class _SlowDisk:
+    """Stand-in for os.fsync: records how many bytes each fsynced file held, and can hold fsyncs back."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.synced_sizes: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.fail = fail
+
+    def __call__(self, fd: int) -> None:
+        self.release.wait(10)
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        self.synced_sizes.append(os.fstat(fd).st_size)
+
+
+@pytest.fixture
+def disk(monkeypatch):
+    d = _SlowDisk()
+    monkeypatch.setattr(predictionlog.os, "fsync", d)
+    return d
+
+
+def test_log_predictions_returns_only_after_an_fsync_covering_the_records(tmp_path, disk):
+    log = PredictionLog(tmp_path)
+    for i in range(5):
+        log.log_predictions([_pred(f"r{i}")])
+        seg = next(pathlib.Path(tmp_path, "predictions").glob("*.jsonl"))
+        assert disk.synced_sizes and max(disk.synced_sizes) == seg.stat().st_size  # the fsync came after the write
+    log.close()
+
+
+def test_a_blocked_fsync_holds_back_the_acknowledgement_but_not_the_event_loop(tmp_path, disk):
+    log = PredictionLog(tmp_path)
+    disk.release.clear()
+
+    async def scenario() -> tuple[bool, int]:
+        ticket = log.append_predictions([_pred("a")])
+        durable = log.durable(ticket)
+        ticks = 0
+        for _ in range(20):  # the loop keeps running other work while the disk is stuck
+            await asyncio.sleep(0)
+            ticks += 1
+        done_while_stuck = durable.done()
+        disk.release.set()
+        await asyncio.wait_for(durable, 10)
+        return done_while_stuck, ticks
+
+    done_while_stuck, ticks = asyncio.run(scenario())
+    assert not done_while_stuck and ticks == 20
+    assert sorted(PredictionLog(tmp_path).read_predictions()["request_id"]) == ["a"]
+    log.close()
+
+
+def test_concurrent_writers_share_fsyncs_group_commit(tmp_path, disk):
+    log = PredictionLog(tmp_path)
+    disk.release.clear()  # the first fsync stalls, so every other writer queues behind it
+    writers = [threading.Thread(target=log.log_predictions, args=([_pred(f"w{i}")],)) for i in range(16)]
+    for w in writers:
+        w.start()
+    while log._written < 16:  # all 16 appended and waiting
+        threading.Event().wait(0.01)
+    disk.release.set()
+    for w in writers:
+        w.join(10)
+    assert log.fsyncs <= 2  # the stalled one, then one for the 15 (or 16) that queued behind it
+    assert len(PredictionLog(tmp_path).read_predictions()) == 16
+    log.close()
+
+
+def test_a_failed_fsync_fails_the_waiters_and_later_appends_naming_the_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(predictionlog.os, "fsync", _SlowDisk(fail=True))
+    log = PredictionLog(tmp_path)
+    with pytest.raises(PredictionLogError, match="No space left"):
+        log.log_predictions([_pred("a")])
+
+    async def awaited() -> None:
+        await log.durable(1)
+
+    with pytest.raises(PredictionLogError, match=str(tmp_path)):
+        asyncio.run(awaited())
+    with pytest.raises(PredictionLogError):
+        log.append_predictions([_pred("b")])
+
+
+def test_records_are_json_lines_with_nan_as_null_and_times_in_iso_format(tmp_path):
+    import datetime as dt
+    import json
+
+    log = PredictionLog(tmp_path)
+    log.log_predictions([{**_pred("a"), "features": {"x": float("nan"), "t": dt.datetime(2013, 3, 1, tzinfo=dt.UTC)}}])
+    log.close()
+    seg = next(pathlib.Path(tmp_path, "predictions").glob("*.jsonl"))
+    doc = json.loads(seg.read_text())
+    assert doc["features"] == {"x": None, "t": "2013-03-01T00:00:00+00:00"} and doc["request_id"] == "a"

@@ -4,7 +4,7 @@ The first request to arrive opens a window of at most ``window_ms``; every reque
 before it closes (or until ``max_rows`` rows are waiting) joins the batch, which is scored by one
 :meth:`~loopml.serving.Predictor.predict_many` call (one feature fetch pass, one model call, one
 prediction-log append). A lone request waits at most the window. Results are identical to scoring
-each request alone; every prediction is in the log before any of its batch's responses leave.
+each request alone; every prediction is fsynced in the log before any of its batch's responses leave.
 """
 
 from __future__ import annotations
@@ -69,16 +69,28 @@ class MicroBatcher:
         if not pending:
             return
         try:
-            preds = self.predictor.predict_many([p[0] for p in pending], ats=[p[1] for p in pending],
-                                                entity_ids=[p[2] for p in pending],
-                                                request_ids=[p[3] for p in pending], validated=True)
+            preds, ticket = self.predictor.score_and_log(
+                [p[0] for p in pending], ats=[p[1] for p in pending], entity_ids=[p[2] for p in pending],
+                request_ids=[p[3] for p in pending], validated=True)
         except Exception as exc:  # hand the failure to every request of the batch; the server keeps running
-            for future, _ in waiters:
-                if not future.done():
-                    future.set_exception(exc)
+            _settle(waiters, None, exc)
             return
-        start = 0
-        for future, n in waiters:
-            if not future.done():  # a client that went away cancels its future
+        log = self.predictor.log
+        if ticket is None or log is None:
+            _settle(waiters, preds, None)
+            return
+        # answer once the batch's log records are fsynced (group commit), without blocking the loop
+        durable = log.durable(ticket)
+        durable.add_done_callback(lambda f: _settle(waiters, preds, f.exception()))
+
+
+def _settle(waiters: list[tuple[asyncio.Future[list[Prediction]], int]], preds: list[Prediction] | None,
+            exc: BaseException | None) -> None:
+    start = 0
+    for future, n in waiters:
+        if not future.done():  # a client that went away cancels its future
+            if exc is not None or preds is None:
+                future.set_exception(exc or RuntimeError("no predictions"))
+            else:
                 future.set_result(preds[start:start + n])
-            start += n
+        start += n

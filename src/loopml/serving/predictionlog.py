@@ -1,17 +1,22 @@
 """The prediction log: every served prediction, and labels joined to it later by request id.
 
-Records are JSON lines appended to segment files (one per writer process and start), written and
-flushed to the operating system before a prediction is acknowledged -- so a killed process loses
-nothing it acknowledged -- and fsynced at most every ``fsync_every`` seconds (group commit), which
-bounds what a machine crash can lose. A line torn by a crash mid-write is skipped on reading. DuckDB
-reads the segments directly (``read_json``), so monitoring, label joins and the next training set
-query the log with SQL.
+Records are JSON lines appended to segment files (one per writer process and start). An append
+writes and flushes the lines to the operating system at once (a killed process loses nothing it
+wrote), and a prediction counts as logged only once its lines are fsynced: a background thread
+fsyncs whatever has been written since its last fsync, as soon as it is done with that one, and
+then wakes every writer the fsync covered (group commit). Writers wait for their fsync either by
+blocking (:meth:`PredictionLog.wait`) or, on an event loop, by awaiting (:meth:`PredictionLog.durable`)
+-- so a slow disk delays only the requests waiting for it, never the whole server. Under load one
+fsync covers many requests. A line torn by a crash mid-write is skipped on reading. DuckDB reads
+the segments directly (``read_json``), so monitoring, label joins and the next training set query
+the log with SQL.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -19,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pandas as pd
+
+from loopml.errors import PredictionLogError
 
 __all__ = ["PredictionLog"]
 
@@ -31,15 +39,26 @@ class PredictionLog:
     ----------
     root
         Folder for the log's segments.
-    fsync_every
-        Seconds between fsyncs; 0 fsyncs every batch.
+
+    Examples
+    --------
+    >>> ticket = log.append_predictions(records)   # written and flushed; not yet fsynced
+    >>> await log.durable(ticket)                  # on disk (group commit)
+    >>> log.log_predictions(records)               # both, blocking
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync_every: float = 0.05) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.fsync_every = fsync_every
         self._files: dict[str, Any] = {}
-        self._last_sync: dict[str, float] = {}
+        self._lock = threading.Lock()          # writers: one append at a time, in ticket order
+        self._cond = threading.Condition(threading.Lock())  # the flusher and blocking waiters
+        self._written = 0                      # ticket of the last append
+        self._synced = 0                       # every append up to this ticket is fsynced
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._flusher: threading.Thread | None = None
+        self._closing = False
+        self._failure: PredictionLogError | None = None  # set once an fsync failed: nothing is durable after it
+        self.fsyncs = 0                        # group commits so far (one covers many appends under load)
 
     def _file(self, kind: str) -> Any:
         fh = self._files.get(kind)
@@ -47,34 +66,109 @@ class PredictionLog:
             folder = self.root / kind
             folder.mkdir(parents=True, exist_ok=True)
             name = f"seg-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
-            fh = open(folder / name, "a", encoding="utf-8")  # noqa: SIM115 - kept open for appends
+            fh = open(folder / name, "ab")  # noqa: SIM115 - kept open for appends
             self._files[kind] = fh
-            self._last_sync[kind] = 0.0
         return fh
 
-    def _append(self, kind: str, records: Iterable[Mapping[str, Any]]) -> None:
-        fh = self._file(kind)
-        fh.write("".join(json.dumps(r, separators=(",", ":"), default=_default) + "\n" for r in records))
-        fh.flush()
-        now = time.monotonic()
-        if now - self._last_sync[kind] >= self.fsync_every:
-            os.fsync(fh.fileno())
-            self._last_sync[kind] = now
+    def _append(self, kind: str, records: Iterable[Mapping[str, Any]]) -> int:
+        data = b"".join(orjson.dumps(r, default=_default, option=_OPTIONS) for r in records)
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            fh = self._file(kind)
+            try:
+                fh.write(data)
+                fh.flush()  # in the OS from here: a SIGKILL of this process no longer loses it
+            except OSError as exc:
+                raise PredictionLogError(f"could not write to the prediction log {fh.name}: {exc}") from exc
+            with self._cond:
+                self._written += 1
+                ticket = self._written
+                if self._flusher is None or not self._flusher.is_alive():
+                    self._closing = False
+                    self._flusher = threading.Thread(target=self._run, name="loopml-predictionlog-fsync",
+                                                     daemon=True)
+                    self._flusher.start()
+                self._cond.notify_all()
+        return ticket
+
+    def _run(self) -> None:
+        """The flusher: fsync everything written so far, wake the writers it covered, repeat."""
+        while True:
+            with self._cond:
+                while self._written == self._synced and not self._closing:
+                    self._cond.wait()
+                if self._written == self._synced:  # closing, nothing left
+                    return
+                target = self._written
+            with self._lock:  # every append up to `target` has been written and flushed
+                fds = [fh.fileno() for fh in self._files.values()]
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+            except OSError as exc:  # a full or failing disk: fail every waiter now, never acknowledge
+                failure = PredictionLogError(f"could not fsync the prediction log under {self.root}: {exc}")
+                with self._cond:
+                    self._failure = failure
+                    self._cond.notify_all()
+                    ready, self._waiters = self._waiters, []
+                _wake(ready, failure)
+                return
+            self.fsyncs += 1
+            with self._cond:
+                self._synced = target
+                self._cond.notify_all()
+                ready = [w for w in self._waiters if w[0] <= target]
+                self._waiters = [w for w in self._waiters if w[0] > target]
+            _wake(ready, None)
+
+    def wait(self, ticket: int) -> None:
+        """Block until the append that returned ``ticket`` is fsynced."""
+        with self._cond:
+            while self._synced < ticket:
+                if self._failure is not None:
+                    raise self._failure
+                self._cond.wait()
+
+    def durable(self, ticket: int) -> asyncio.Future[None]:
+        """An awaitable, on the running event loop, done once the append of ``ticket`` is fsynced."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._synced >= ticket:
+                fut.set_result(None)
+            elif self._failure is not None:
+                fut.set_exception(self._failure)
+            else:
+                self._waiters.append((ticket, loop, fut))
+        return fut
+
+    def append_predictions(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Write prediction records; return the ticket to :meth:`wait` for or :meth:`durable` on."""
+        return self._append("predictions", records)
 
     def log_predictions(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Append prediction records (request_id, entity_id, model_version, at, score, features, ...)."""
-        self._append("predictions", records)
+        """Append prediction records (request_id, entity_id, model_version, at, score, features, ...); on disk on return."""
+        self.wait(self._append("predictions", records))
 
     def log_labels(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Append label records (request_id, label, label_time)."""
-        self._append("labels", records)
+        """Append label records (request_id, label, label_time); on disk on return."""
+        self.wait(self._append("labels", records))
 
     def close(self) -> None:
-        for fh in self._files.values():
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-        self._files.clear()
+        """Fsync what was written, stop the flusher and close the segments (a later append opens new ones)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+        with self._lock:
+            for fh in self._files.values():
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+            self._files.clear()
 
     def __enter__(self) -> PredictionLog:
         return self
@@ -94,8 +188,9 @@ class PredictionLog:
 
         ``labelled_by`` keeps only labels whose label_time is at or before it (what was known then).
         """
-        for fh in self._files.values():
-            fh.flush()
+        with self._lock:
+            for fh in self._files.values():
+                fh.flush()
         preds = self._glob("predictions")
         if preds is None:
             return pd.DataFrame(columns=["request_id", "entity_id", "model_version", "at", "score", "label", "label_time"])
@@ -136,13 +231,39 @@ class PredictionLog:
 
     def read_predictions(self) -> pd.DataFrame:
         """Every logged prediction with all its fields (features as served included)."""
-        for fh in self._files.values():
-            fh.flush()
+        with self._lock:
+            for fh in self._files.values():
+                fh.flush()
         preds = self._glob("predictions")
         if preds is None:
             return pd.DataFrame()
         return duckdb.sql(f"SELECT * FROM read_json_auto('{preds}', format='newline_delimited', ignore_errors=true) "
                           "WHERE request_id IS NOT NULL").df()
+
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _wake(waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]],
+          failure: BaseException | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, loop, fut in waiters:
+        by_loop.setdefault(loop, []).append(fut)
+    for loop, futs in by_loop.items():  # one wake-up per event loop, not per request
+        try:
+            loop.call_soon_threadsafe(_resolve, futs, failure)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+def _resolve(futures: list[asyncio.Future[None]], failure: BaseException | None) -> None:
+    for fut in futures:
+        if fut.done():  # a client that went away cancelled its wait
+            continue
+        if failure is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(failure)
 
 
 def _default(value: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -49,7 +48,6 @@ class Predictor:
         self.log = log
         self.schema = schema
         self.metrics = metrics
-        self._lock = threading.Lock()
         self.swap(model, version)
 
     def swap(self, model: GBMModel, version: int) -> None:
@@ -100,9 +98,35 @@ class Predictor:
                      entity_ids: Sequence[str | None] | None = None, request_ids: Sequence[str | None] | None = None,
                      extra: Mapping[str, Any] | None = None, validated: bool = False,
                      ats: Sequence[datetime | None] | None = None) -> list[Prediction]:
-        """Score a batch in one model call; every prediction is in the log before this returns.
+        """Score a batch in one model call; every prediction is on disk in the log before this returns.
 
         ``at`` sets one prediction time for every request, ``ats`` one per request (None: the spine's rule).
+        """
+        preds, ticket = self.score_and_log(requests, at=at, entity_ids=entity_ids, request_ids=request_ids,
+                                           extra=extra, validated=validated, ats=ats)
+        if ticket is not None and self.log is not None:
+            self.log.wait(ticket)
+        return preds
+
+    async def apredict_many(self, requests: Sequence[Mapping[str, Any]], *, at: datetime | None = None,
+                            entity_ids: Sequence[str | None] | None = None,
+                            request_ids: Sequence[str | None] | None = None, extra: Mapping[str, Any] | None = None,
+                            validated: bool = False, ats: Sequence[datetime | None] | None = None) -> list[Prediction]:
+        """:meth:`predict_many` for an event loop: the wait for the log's fsync does not block the loop."""
+        preds, ticket = self.score_and_log(requests, at=at, entity_ids=entity_ids, request_ids=request_ids,
+                                           extra=extra, validated=validated, ats=ats)
+        if ticket is not None and self.log is not None:
+            await self.log.durable(ticket)
+        return preds
+
+    def score_and_log(self, requests: Sequence[Mapping[str, Any]], *, at: datetime | None = None,
+                      entity_ids: Sequence[str | None] | None = None, request_ids: Sequence[str | None] | None = None,
+                      extra: Mapping[str, Any] | None = None, validated: bool = False,
+                      ats: Sequence[datetime | None] | None = None) -> tuple[list[Prediction], int | None]:
+        """Score a batch and write it to the log; return the predictions and the log's ticket.
+
+        The predictions are written (a killed process does not lose them) but not yet fsynced: do not
+        acknowledge them before ``log.wait(ticket)`` or ``await log.durable(ticket)`` (None: nothing logged).
         """
         model, version = self._current
         clean = list(requests) if validated else [self.schema.validate(r) for r in requests]
@@ -128,7 +152,6 @@ class Predictor:
             out.append(Prediction(rid, float(s), version, t, feats))
             records.append({"request_id": rid, "entity_id": ent, "model_version": version, "at": t.isoformat(),
                             "score": float(s), "request": r, "features": feats, **(extra or {})})
-        if self.log is not None and records:
-            with self._lock:
-                self.log.log_predictions(records)
-        return out
+        if self.log is None or not records:
+            return out, None
+        return out, self.log.append_predictions(records)
