@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from loopml.errors import FeatureNotFound, closest
@@ -48,7 +49,21 @@ def group_id(source: str, keys: Sequence[str]) -> str:
 
 
 def encode_key(key: Key) -> str:
-    return json.dumps(list(key), separators=(",", ":"))
+    """The store's text for an entity key: its compact JSON array (``("UA", 1545)`` -> ``'["UA",1545]'``).
+
+    Built by hand for plain ASCII text and integers (``json.dumps`` with custom separators builds an
+    encoder per call: 6 us of a 30 us lookup); anything else goes through ``json.dumps``, so the text
+    is always exactly what earlier versions stored.
+    """
+    parts = []
+    for v in key:
+        if type(v) is str and v.isascii() and v.isprintable() and '"' not in v and "\\" not in v:
+            parts.append(f'"{v}"')
+        elif type(v) is int:
+            parts.append(str(v))
+        else:
+            return json.dumps(list(key), separators=(",", ":"))
+    return f"[{','.join(parts)}]"
 
 
 @dataclass
@@ -75,7 +90,7 @@ class GroupState:
     @classmethod
     def from_bytes(cls, blob: bytes) -> GroupState:
         (n_head,) = struct.unpack_from("<I", blob, 0)
-        head = json.loads(blob[4:4 + n_head])
+        head = orjson.loads(blob[4:4 + n_head])  # same objects as json.loads, several times faster
         pos, n = 4 + n_head, head["n"]
         ts = array("q")
         ts.frombytes(blob[pos:pos + 8 * n])
@@ -163,6 +178,8 @@ class OnlineExecutor:
         self._plan = [(f, None, ()) if isinstance(f, RequestFeature) else (f, ids[(f.source, f.keys)], f.keys)
                       for f in self.features]
         self._plan_of = {p[0].name: p for p in self._plan}
+        self._decode_cache: dict[tuple[str, str], tuple[bytes, GroupState]] = {}
+        self.decode_cache_size = 20_000  # entities whose decoded store state is kept for lookups
 
     @property
     def sources(self) -> list[str]:
@@ -283,13 +300,26 @@ class OnlineExecutor:
             else:
                 fetch.append((gid, key))
         if fetch and self.store is not None:
-            blobs = self.store.get_many([(gid, encode_key(key)) for gid, key in fetch])
-            for (gid, _), blob in zip(fetch, blobs, strict=True):
-                states[gid] = None if blob is None else GroupState.from_bytes(blob)
+            pairs = [(gid, encode_key(key)) for gid, key in fetch]
+            blobs = self.store.get_many(pairs)
+            for pair, blob in zip(pairs, blobs, strict=True):
+                states[pair[0]] = None if blob is None else self._decoded(pair, blob)
         out: dict[str, Any] = {}
         for f, gid, _ in plan:
             out[f.name] = f.fn(request) if gid is None else value_at(f, states.get(gid), t_us)
         return out
+
+    def _decoded(self, pair: tuple[str, str], blob: bytes) -> GroupState:
+        """The state stored as ``blob``, decoded once per distinct blob (lookups only read it, never change it)."""
+        hit = self._decode_cache.get(pair)
+        if hit is not None and hit[0] == blob:  # unchanged since the last read: a memcmp, not a parse
+            return hit[1]
+        st = GroupState.from_bytes(blob)
+        cache = self._decode_cache
+        if len(cache) >= self.decode_cache_size and pair not in cache:
+            del cache[next(iter(cache))]  # oldest entry first: bounded memory
+        cache[pair] = (blob, st)
+        return st
 
     def get_many(self, requests: Iterable[Mapping[str, Any]], t: datetime) -> list[dict[str, Any]]:
         return [self.get(r, t) for r in requests]

@@ -1,0 +1,80 @@
+"""Online lookups in a serving process: the store's key text and the cache of decoded states."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loopml.events import Replayer
+from loopml.features import OnlineExecutor, SQLiteOnlineStore
+from loopml.features import online as online_mod
+from loopml.features.offline import records
+from loopml.features.online import GroupState, encode_key
+from loopml.timeutil import parse_time
+
+_PARTS = st.one_of(st.text(), st.text(alphabet=st.characters(max_codepoint=127)), st.integers(), st.none(),
+                   st.booleans(), st.floats(allow_nan=False, allow_infinity=False))
+
+
+@given(st.lists(_PARTS, min_size=1, max_size=3).map(tuple))
+def test_encode_key_is_exactly_the_compact_json_earlier_versions_stored(key):
+    assert encode_key(key) == json.dumps(list(key), separators=(",", ":"))
+
+
+def _requests(ws, p, t, n=60):
+    import duckdb
+
+    rows = duckdb.connect().execute(
+        f"SELECT * FROM {ws.log.relation_sql('schedule')} WHERE available_time >= ? ORDER BY available_time LIMIT {n}",
+        [t]).df()
+    rows["sched_dep"] = rows["sched_dep"].dt.tz_convert("UTC")
+    return list(records(rows, list(p.spine.request_fields)))
+
+
+def test_reader_decodes_each_stored_state_once_and_sees_every_new_flush(tmp_path, flights_project, flights_ws,
+                                                                       monkeypatch):
+    p = flights_project
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer = OnlineExecutor(p.features, store=store)
+    replayer = Replayer(flights_ws.log, writer.sources, start=parse_time("2013-06-20"), columns=writer.columns())
+    t1, t2 = parse_time("2013-07-04T12:00:00Z"), parse_time("2013-07-04T18:00:00Z")
+    for source, batch in replayer.advance_to(t1):
+        writer.update(source, batch)
+    writer.flush()
+    reader = OnlineExecutor(p.features, store=store)
+    decodes = []
+    real = GroupState.from_bytes.__func__
+    monkeypatch.setattr(online_mod.GroupState, "from_bytes",
+                        classmethod(lambda cls, blob: decodes.append(1) or real(cls, blob)))
+    requests = _requests(flights_ws, p, t2)
+    at = [r["sched_dep"] - p.spine.lead for r in requests]
+    first = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
+    n_first = len(decodes)
+    again = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
+    assert again == first and len(decodes) == n_first  # nothing changed in the store: no state parsed again
+    for source, batch in replayer.advance_to(t2):  # the writer moves on and flushes new state
+        writer.update(source, batch)
+    writer.flush()
+    later = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
+    assert later == [writer.get(r, a) for r, a in zip(requests, at, strict=True)]
+    assert later != first and len(decodes) > n_first  # changed blobs were decoded afresh
+
+
+def test_decode_cache_is_bounded(tmp_path, flights_project, flights_ws):
+    p = flights_project
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer = OnlineExecutor(p.features, store=store)
+    t = parse_time("2013-07-04T12:00:00Z")
+    for source, batch in Replayer(flights_ws.log, writer.sources, start=parse_time("2013-06-20"),
+                                  columns=writer.columns()).advance_to(t):
+        writer.update(source, batch)
+    writer.flush()
+    reader = OnlineExecutor(p.features, store=store)
+    reader.decode_cache_size = 5
+    requests = _requests(flights_ws, p, t)
+    for r in requests:
+        a = r["sched_dep"] - p.spine.lead
+        assert reader.get(r, a) == writer.get(r, a)
+    assert len(reader._decode_cache) == 5
