@@ -556,21 +556,27 @@ def _f(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
 
 
-PolicyOpt = Annotated[str, typer.Option("--policy", help="static | monthly | weekly-stateful | triggered")]
+PolicyOpt = Annotated[str | None, typer.Option(
+    "--policy", help="static | monthly | weekly-stateful | triggered (default: the project's policy, else monthly)")]
 
 
-def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: bool, policy: str = "monthly") -> None:
+def _policy_settings(policy: Any) -> dict[str, Any]:
+    return {k: (v.total_seconds() if hasattr(v, "total_seconds") else v) for k, v in policy.__dict__.items()}
+
+
+def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: bool, policy: str | None = None) -> None:
     from loopml.loop import LoopController, RetrainPolicy
     from loopml.reports import loop_report
 
     t0 = time.perf_counter()
-    retrain = RetrainPolicy.named(policy)
+    retrain = RetrainPolicy.coerce(policy if policy is not None else proj.policy)
     with _progress() as bar:
         result = LoopController(proj, ws, policy=retrain, progress=_progress_callback(bar)).run(start, until)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
                          decisions=result.decisions, calibration=result.calibration, quality=result.quality)
     doc = {"months": result.months, "report": str(report), "wall_seconds": round(time.perf_counter() - t0, 1),
-           "policy": policy, "retrainings": result.retrainings, "retrain_cpu_seconds": result.retrain_cpu_seconds,
+           "policy": policy or ("project" if proj.policy is not None else "monthly"),
+           "policy_settings": _policy_settings(retrain), "retrainings": result.retrainings, "retrain_cpu_seconds": result.retrain_cpu_seconds,
            "weeks": result.weekly, "data_quality": result.quality,
            "decisions": [{k: d[k] for k in ("at", "kind", "version")} for d in result.decisions]}
     if as_json:
@@ -592,7 +598,7 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
                                                       "project's train_to). A resumed run keeps its own.")] = None,
             until: Annotated[str, typer.Option("--until", help="Stop serving at this time.")] = "2100-01-01",
             speed: Annotated[float, typer.Option(help="Logical seconds per real second (3600: an hour a second).")] = 1.0,
-            policy: PolicyOpt = "monthly",
+            policy: PolicyOpt = None,
             ingest: Annotated[str, typer.Option(help="'sources': append the project's sources to the event log as "
                                                 "they become available; 'none': another process appends.")] = "sources",
             as_json: JsonOpt = False) -> None:
@@ -640,11 +646,14 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
     signal.signal(signal.SIGINT, interrupt)
     t0 = time.perf_counter()
     with _progress() as bar:
-        result = LoopController(proj, ws, policy=RetrainPolicy.named(policy), progress=_progress_callback(bar)).run(
+        retrain = RetrainPolicy.coerce(policy if policy is not None else proj.policy)
+        result = LoopController(proj, ws, policy=retrain, progress=_progress_callback(bar)).run(
             a, b, clock=clock, stop=stop, ingest=live, checkpoint=ckpt)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
                          decisions=result.decisions, calibration=result.calibration, quality=result.quality)
-    doc = {"finished": result.finished, "done_until": result.done_until, "policy": policy, "speed": speed,
+    doc = {"finished": result.finished, "done_until": result.done_until,
+           "policy": policy or ("project" if proj.policy is not None else "monthly"),
+           "policy_settings": _policy_settings(retrain), "speed": speed,
            "months": result.months, "retrainings": result.retrainings, "report": str(report),
            "wall_seconds": round(time.perf_counter() - t0, 1), "late_events": result.late_events,
            "data_quality": result.quality,
@@ -661,7 +670,7 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
 @app.command()
 def replay(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
            until: Annotated[str, typer.Option("--until")], state: StateOpt = None, as_json: JsonOpt = False,
-           policy: PolicyOpt = "monthly") -> None:
+           policy: PolicyOpt = None) -> None:
     """Run the loop (serve, join labels, retrain by policy) on a replayed clock over [--from, --until)."""
     proj, ws = _open(project, state)
     _run_loop(proj, ws, _time(start, "--from"), _time(until, "--until"), as_json, policy)
@@ -670,7 +679,7 @@ def replay(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
 @app.command()
 def demo(directory: Annotated[Path, typer.Option("--dir", help="State folder for the demo.")] = Path("demo-state"),
          until: Annotated[str, typer.Option("--until", help="Stop serving at this date (default: end of 2013).")] = "2014-01-01",
-         as_json: JsonOpt = False, policy: PolicyOpt = "monthly") -> None:
+         as_json: JsonOpt = False, policy: PolicyOpt = None) -> None:
     """The whole loop on 2013's flights: ingest, train on Jan-Feb, serve from March, retrain monthly."""
     proj, ws = _open(_examples_dir(), directory)
     start = _time(proj.train_to, "train_to")

@@ -52,6 +52,9 @@ class Project:
     calibration
         :class:`loopml.training.calibrate.Calibration` to recalibrate every trained model on a
         held-out end of its training window (stored with the version, applied at serving), or None.
+    policy
+        The continual-learning policy: :class:`loopml.loop.RetrainPolicy` or a preset name
+        (``"static"``, ``"monthly"``, ``"weekly-stateful"``, ``"triggered"``); None means monthly.
     path
         The folder the project was loaded from.
     """
@@ -70,12 +73,17 @@ class Project:
     behaviour: tuple[Any, ...] = ()
     gates: Gates | Mapping[str, Any] | None = None
     calibration: Calibration | None = None
+    policy: Any = None
     path: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "behaviour", tuple(self.behaviour))
         object.__setattr__(self, "gates", Gates.coerce(self.gates))
+        if self.policy is not None:
+            from loopml.loop.policy import RetrainPolicy  # lazy: the loop package imports this module
+
+            object.__setattr__(self, "policy", RetrainPolicy.coerce(self.policy))
         if self.calibration is not None and not isinstance(self.calibration, Calibration):
             raise InvalidConfig(f"Project {self.name!r}: calibration must be loopml Calibration(...) or None; "
                                 f"got {type(self.calibration).__name__}")

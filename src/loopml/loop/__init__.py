@@ -5,12 +5,39 @@
 same code: it processes what has become available by the clock's now and sleeps until its next
 due action. :class:`LiveSource` appends upstream events to the event log as they become available.
 :class:`RetrainPolicy` says when and on what to retrain and how a challenger earns promotion.
+Names are imported on first use, so a project file declaring a policy does not load the loop.
 """
 
-from loopml.loop.clock import Clock, ReplayClock, WallClock
-from loopml.loop.controller import LoopController, LoopResult, RetrainPolicy, month_starts
-from loopml.loop.jobs import Evaluation, evaluate_model, fit_window, train_and_register
-from loopml.loop.live import LiveSource
+from __future__ import annotations
 
-__all__ = ["Clock", "Evaluation", "LiveSource", "LoopController", "LoopResult", "ReplayClock", "RetrainPolicy",
-           "WallClock", "evaluate_model", "fit_window", "month_starts", "train_and_register"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Clock": "loopml.loop.clock",
+    "Evaluation": "loopml.loop.jobs",
+    "LiveSource": "loopml.loop.live",
+    "LoopController": "loopml.loop.controller",
+    "LoopResult": "loopml.loop.controller",
+    "ReplayClock": "loopml.loop.clock",
+    "RetrainPolicy": "loopml.loop.policy",
+    "WallClock": "loopml.loop.clock",
+    "evaluate_model": "loopml.loop.jobs",
+    "fit_window": "loopml.loop.jobs",
+    "month_starts": "loopml.loop.controller",
+    "train_and_register": "loopml.loop.jobs",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'loopml.loop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -44,6 +44,7 @@ from loopml.loop.clock import Clock, ReplayClock
 from loopml.loop.feed import LogFeed
 from loopml.loop.jobs import train_and_register
 from loopml.loop.live import LiveSource
+from loopml.loop.policy import RetrainPolicy
 from loopml.loop.quality import served_quality
 from loopml.project import Project
 from loopml.registry.artifacts import ArtifactStore
@@ -55,69 +56,6 @@ from loopml.timeutil import from_us, parse_time, to_us
 from loopml.workspace import Workspace
 
 __all__ = ["LoopController", "LoopResult", "RetrainPolicy", "month_starts", "week_starts"]
-
-
-@dataclass(frozen=True)
-class RetrainPolicy:
-    """When and how to retrain, and how a challenger earns promotion.
-
-    Parameters
-    ----------
-    cadence
-        How often the controller checks: ``"monthly"`` (first of the month, UTC), ``"weekly"``
-        (Mondays) or ``"never"`` (a static model).
-    mode
-        ``"stateless"``: train a new model on the trailing ``train_window``. ``"stateful"``:
-        continue boosting the champion (LightGBM ``init_model``) with ``stateful_rounds`` trees on
-        the data since its last training window, i.e. ``[t - cadence - holdout, t - holdout)``.
-    trigger
-        ``"schedule"``: retrain at every check. ``"performance"``: retrain only when the log loss of
-        the last 7 days' labelled predictions exceeds that of the 28 days before by more than
-        ``performance_threshold`` (relative), with at least ``min_holdout_labels`` labels.
-    train_window
-        Length of the trailing training window (stateless mode).
-    holdout
-        The most recent part of the data, kept out of training; the challenger must beat the
-        champion's log loss there (data neither has trained on) to be promoted.
-    min_holdout_labels
-        Below this many labelled holdout rows no promotion happens.
-    label_wait
-        After serving stops, how long labels of the last predictions are still collected.
-    """
-
-    cadence: str = "monthly"
-    mode: str = "stateless"
-    trigger: str = "schedule"
-    train_window: timedelta = timedelta(days=59)
-    holdout: timedelta = timedelta(days=7)
-    stateful_rounds: int = 60
-    performance_threshold: float = 0.05
-    min_holdout_labels: int = 1000
-    label_wait: timedelta = timedelta(days=2)
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (("cadence", self.cadence, ("monthly", "weekly", "never")),
-                                     ("mode", self.mode, ("stateless", "stateful")),
-                                     ("trigger", self.trigger, ("schedule", "performance"))):
-            if value not in allowed:
-                raise InvalidConfig(f"RetrainPolicy.{name} must be one of {allowed}; got {value!r}")
-
-    @property
-    def period(self) -> timedelta:
-        return timedelta(days=7) if self.cadence == "weekly" else timedelta(days=30)
-
-    @classmethod
-    def named(cls, name: str) -> RetrainPolicy:
-        """The policies of the 2013 experiment: static, monthly, weekly-stateful, triggered."""
-        presets = {
-            "static": cls(cadence="never"),
-            "monthly": cls(cadence="monthly"),
-            "weekly-stateful": cls(cadence="weekly", mode="stateful"),
-            "triggered": cls(cadence="weekly", trigger="performance"),
-        }
-        if name not in presets:
-            raise InvalidConfig(f"policy must be one of {sorted(presets)}; got {name!r}")
-        return presets[name]
 
 
 def week_starts(start: datetime, until: datetime) -> list[datetime]:
@@ -163,7 +101,7 @@ class LoopController:
                  progress: Callable[[str, int, int], None] | None = None) -> None:
         self.project = project
         self.ws = workspace
-        self.policy = policy or RetrainPolicy()
+        self.policy = RetrainPolicy.coerce(policy if policy is not None else project.policy)
         self.progress = progress or (lambda stage, done, total: None)
         self.log = workspace.log
         self.registry = Registry(workspace.registry_url, ArtifactStore(workspace.artifacts))
@@ -378,11 +316,47 @@ class LoopController:
             details.update(recent_log_loss=ll_recent, previous_log_loss=ll_before, labelled=int(len(recent)))
             if ll_recent <= ll_before * (1 + pol.performance_threshold):
                 return
+        elif pol.trigger == "labels":
+            champion = self.registry.get(name, self.registry.resolve(name, Registry.CHAMPION))
+            since = pd.Timestamp(champion.label_cutoff or champion.train_to).to_pydatetime()
+            new = _labels_between(self.log, self.project, since, at)
+            details.update(new_labels=new, since=since.isoformat(), threshold=pol.min_new_labels)
+            if new < pol.min_new_labels:
+                return
+        elif pol.trigger == "drift":
+            drift = self._drift(at, plog)
+            if drift is None:
+                return
+            details.update(drift)
+            if not drift["drifted"]:
+                return
         self.registry.record(name, "trigger", details=details, at=at.isoformat())
         cpu = time.process_time()
         self._retrain(at, predictor)
         self.retrain_cpu_seconds += time.process_time() - cpu
         self.retrainings += 1
+
+    def _drift(self, at: datetime, plog: PredictionLog) -> dict[str, Any] | None:
+        """Drift of the last 7 days' served features vs the champion's training window (None: too few rows)."""
+        from loopml.loop.monitor import served_features
+        from loopml.monitoring import DriftDetector
+
+        name, pol = self.project.name, self.policy
+        served = served_features(plog, at - timedelta(days=7), at)
+        if len(served) < pol.min_holdout_labels:
+            return None
+        version = self.registry.resolve(name, Registry.CHAMPION)
+        cached = getattr(self, "_drift_reference", None)
+        if cached is None or cached[0] != version:
+            mv = self.registry.get(name, version)
+            ref = build_dataset(self.log, self.project, pd.Timestamp(mv.train_from).to_pydatetime(),
+                                pd.Timestamp(mv.train_to).to_pydatetime(), label_cutoff=at)
+            columns = [f for f in self.project.feature_names if f in served.columns]
+            detector = DriftDetector(alpha=pol.drift_alpha, min_wasserstein=0.05, min_psi=0.02, columns=columns)
+            self._drift_reference = cached = (version, detector.fit(ref[columns]))
+        result = cached[1].test(served[cached[1].columns_])
+        return {"drifted": bool(result.drifted), "drifted_features": [str(c) for c in result.drifted_columns],
+                "served_rows": int(len(served)), "champion_version": version}
 
     def _retrain(self, at: datetime, predictor: Predictor) -> None:
         """Train a challenger at ``at``; promote it if it beats the champion on the holdout."""
@@ -497,6 +471,12 @@ class LoopController:
                            "count": frame["y"].size().tolist()}
         return LoopResult(months=months, decisions=self.registry.decisions(self.project.name), weekly=weekly,
                           calibration=calibration)
+
+
+def _labels_between(log: Any, project: Project, after: datetime, until: datetime) -> int:
+    """Labels that became available in (after, until]."""
+    sql = f"SELECT count(*) FROM {log.relation_sql(project.label.source)} WHERE available_time > ? AND available_time <= ?"
+    return int(duckdb.connect().execute(sql, [after, until]).fetchall()[0][0])
 
 
 def _prior(log: Any, project: Project, before: datetime) -> float:
