@@ -177,7 +177,7 @@ def _two_class(p: np.ndarray) -> np.ndarray:
 
 
 def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, *,
-                sample: int = 2000) -> dict[str, Any]:
+                sample: int = 1000) -> dict[str, Any]:
     """Score stability under 1% noise on numeric features, and the cost of each source's features going missing."""
     take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
     y_take = y[rows.index.get_indexer(take.index)]
@@ -193,7 +193,7 @@ def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.nda
                                                      y=y_take)}
 
 
-def _explanations(model: GBMModel, rows: pd.DataFrame, *, sample: int = 500) -> dict[str, Any]:
+def _explanations(model: GBMModel, rows: pd.DataFrame, *, sample: int = 200) -> dict[str, Any]:
     """Global importance (split gain) and mean |SHAP| per feature on a sample, plus the sample's top contributors."""
     take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
     contrib = model.contributions_frame(take)
