@@ -164,3 +164,49 @@ def test_admin_load_needs_token_and_swaps_verified_version(flights_project, serv
     with TestClient(no_token) as c:
         r = c.post("/admin/models/flights/load", json={}, headers={"authorization": "Bearer "})
         assert r.status_code == 401 and "disabled" in r.json()["error"]
+
+
+def test_a_bug_in_scoring_is_a_500_in_the_error_shape_with_the_request_id(flights_project, served_ws, monkeypatch):
+    predictor = build_predictor(flights_project, served_ws)
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(predictor, "apredict_many", broken)
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as c:
+        r = c.post("/predict", json=GOOD, headers={"x-request-id": "bug-1"})
+        assert r.status_code == 500 and r.headers["x-request-id"] == "bug-1"
+        assert r.json()["type"] == "InternalError" and "bug-1" in r.json()["error"]
+        assert 'loopml_errors_total{type="InternalError"} 1.0' in c.get("/metrics").text
+        assert c.get("/health").status_code == 200  # and it keeps serving
+
+
+def test_a_failing_log_disk_is_a_503_and_nothing_is_acknowledged(flights_project, served_ws, tmp_path, monkeypatch):
+    from loopml.serving import predictionlog
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    predictor = build_predictor(flights_project, served_ws)
+    predictor.log = PredictionLog(tmp_path)
+    monkeypatch.setattr(predictionlog.os, "fsync", no_space)
+    with TestClient(create_app(predictor)) as c:
+        r = c.post("/predict", json=GOOD)
+        assert r.status_code == 503 and r.json()["type"] == "PredictionLogError"
+        assert "No space left" in r.json()["error"] and "score" not in r.json()
+
+
+def test_scoring_paths_with_other_methods_or_models_go_through_the_router(client):
+    c, _ = client
+    assert c.get("/predict").status_code == 405
+    r = c.post("/v2/models/other/infer", json={"inputs": []})
+    assert r.status_code == 404 and "not served here" in r.json()["error"] and "x-request-id" in r.headers
+
+
+def test_predict_response_is_the_same_json_text_starlette_would_render(client):
+    from starlette.responses import JSONResponse
+
+    c, _ = client
+    r = c.post("/predict", json=GOOD)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.content == JSONResponse(r.json()).body
