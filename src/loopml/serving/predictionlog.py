@@ -42,9 +42,12 @@ class PredictionLog:
 
     Examples
     --------
-    >>> ticket = log.append_predictions(records)   # written and flushed; not yet fsynced
-    >>> await log.durable(ticket)                  # on disk (group commit)
-    >>> log.log_predictions(records)               # both, blocking
+    On an event loop (the HTTP server)::
+
+        ticket = log.append_predictions(records)   # written and flushed; not yet fsynced
+        await log.durable(ticket)                  # on disk (group commit): now acknowledge
+
+    Anywhere else, ``log.log_predictions(records)`` does both and blocks.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
