@@ -50,10 +50,17 @@ def test_reader_decodes_each_stored_state_once_and_sees_every_new_flush(tmp_path
                         classmethod(lambda cls, blob: decodes.append(1) or real(cls, blob)))
     requests = _requests(flights_ws, p, t2)
     at = [r["sched_dep"] - p.spine.lead for r in requests]
+    reads = []
+    real_get_many = store.get_many
+    monkeypatch.setattr(store, "get_many", lambda pairs: reads.append(len(pairs)) or real_get_many(pairs))
     first = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
-    n_first = len(decodes)
+    n_first, n_reads = len(decodes), len(reads)
     again = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
     assert again == first and len(decodes) == n_first  # nothing changed in the store: no state parsed again
+    assert len(reads) == n_reads  # ... nor read: SQLite's data_version says nothing was committed since
+    other = SQLiteOnlineStore(tmp_path / "online.sqlite")  # a commit through another connection (an ingester)
+    other.set_watermark(1)
+    assert [reader.get(r, a) for r, a in zip(requests, at, strict=True)] == first and len(reads) > n_reads
     for source, batch in replayer.advance_to(t2):  # the writer moves on and flushes new state
         writer.update(source, batch)
     writer.flush()

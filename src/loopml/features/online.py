@@ -179,6 +179,8 @@ class OnlineExecutor:
                       for f in self.features]
         self._plan_of = {p[0].name: p for p in self._plan}
         self._decode_cache: dict[tuple[str, str], tuple[bytes, GroupState]] = {}
+        self._fresh: dict[tuple[str, str], GroupState | None] = {}  # what the store held at _fresh_version
+        self._fresh_version: Any = None
         self.decode_cache_size = 20_000  # entities whose decoded store state is kept for lookups
 
     @property
@@ -301,9 +303,23 @@ class OnlineExecutor:
                 fetch.append((gid, key))
         if fetch and self.store is not None:
             pairs = [(gid, encode_key(key)) for gid, key in fetch]
-            blobs = self.store.get_many(pairs)
-            for pair, blob in zip(pairs, blobs, strict=True):
-                states[pair[0]] = None if blob is None else self._decoded(pair, blob)
+            # a store that can say "nothing changed since" (SQLite's data_version) is not read again until it does
+            version = self.store.version() if hasattr(self.store, "version") else None
+            fresh = self._fresh
+            if version is None or version != self._fresh_version or len(fresh) >= self.decode_cache_size:
+                fresh.clear()
+                self._fresh_version = version
+            missing = [pair for pair in pairs if pair not in fresh]
+            if missing:
+                for pair, blob in zip(missing, self.store.get_many(missing), strict=True):
+                    st = None if blob is None else self._decoded(pair, blob)
+                    if version is not None:
+                        fresh[pair] = st
+                    states[pair[0]] = st
+            for pair in pairs:
+                st = fresh.get(pair, _UNREAD)  # .get: another thread may clear it meanwhile
+                if st is not _UNREAD:
+                    states[pair[0]] = st
         out: dict[str, Any] = {}
         for f, gid, _ in plan:
             out[f.name] = f.fn(request) if gid is None else value_at(f, states.get(gid), t_us)
@@ -329,6 +345,9 @@ class OnlineExecutor:
             return self._by_name[name]
         except KeyError:
             raise FeatureNotFound(f"Feature {name!r} is not defined. Closest matches: {closest(name, self._by_name)}") from None
+
+
+_UNREAD: Any = object()
 
 
 def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:

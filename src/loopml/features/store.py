@@ -37,6 +37,7 @@ class SQLiteOnlineStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._writes = 0  # writes through this object (data_version does not see a connection's own commits)
         con = self._con()
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("CREATE TABLE IF NOT EXISTS state (grp TEXT NOT NULL, key TEXT NOT NULL, blob BLOB NOT NULL, "
@@ -51,6 +52,11 @@ class SQLiteOnlineStore:
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
         return con
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever state may have changed: a commit by any other connection (``PRAGMA data_version``,
+        ~2 us) or a write through this object. A reader caches what it read while this stays the same."""
+        return self._con().execute("PRAGMA data_version").fetchone()[0], self._writes
 
     def get(self, group: str, key: str) -> bytes | None:
         row = self._con().execute("SELECT blob FROM state WHERE grp = ? AND key = ?", (group, key)).fetchone()
@@ -79,6 +85,7 @@ class SQLiteOnlineStore:
         with con:
             con.executemany("INSERT OR REPLACE INTO state (grp, key, blob) VALUES (?, ?, ?)",
                             ((group, k, b) for k, b in items))
+        self._writes += 1
 
     def get_watermark(self) -> int | None:
         row = self._con().execute("SELECT v FROM meta WHERE k = 'watermark_us'").fetchone()
@@ -97,6 +104,7 @@ class SQLiteOnlineStore:
         with con:
             con.execute("DELETE FROM state")
             con.execute("DELETE FROM meta")
+        self._writes += 1
 
 
 class RedisOnlineStore:
