@@ -59,7 +59,22 @@ def test_a_bad_request_in_a_batch_fails_alone(flights_project, served_ws):
         assert c.post("/predict", json=rows[0]).status_code == 200
 
 
-@pytest.mark.parametrize("window", [0, -1, 11])
+@pytest.mark.parametrize("window", [-1, 11])
 def test_batch_window_is_bounded(window):
     with pytest.raises(InvalidConfig, match="window_ms"):
         MicroBatcher(None, window_ms=window)  # type: ignore[arg-type]
+
+
+def test_window_zero_batches_what_arrived_together_with_the_same_scores(flights_project, served_ws):
+    rows = _rows(12)
+    alone = asyncio.run(_fire(create_app(build_predictor(flights_project, served_ws)), rows))
+    predictor = build_predictor(flights_project, served_ws)
+    together = asyncio.run(_fire(create_app(predictor, batch_window_ms=0), rows))
+    assert all(r.status_code == 200 for r in alone + together)
+    score = lambda r: r.json()["score"] if "score" in r.json() else r.json()["outputs"][0]["data"][0]  # noqa: E731
+    assert [score(r) for r in together] == [score(r) for r in alone]
+    sizes = predictor.metrics.batch_size.collect()[0].samples
+    count = next(s.value for s in sizes if s.name.endswith("_count"))
+    assert count < len(together)  # some requests shared a model call
+    with TestClient(create_app(build_predictor(flights_project, served_ws), batch_window_ms=0)) as c:
+        assert c.post("/predict", json=rows[1]).status_code == 200  # a lone request is not stuck

@@ -1,7 +1,8 @@
 """Adaptive micro-batching: requests that arrive together are scored in one model call.
 
 The first request to arrive opens a window of at most ``window_ms``; every request that arrives
-before it closes (or until ``max_rows`` rows are waiting) joins the batch, which is scored by one
+before it closes (or until ``max_rows`` rows are waiting) joins the batch -- with ``window_ms=0``,
+only the requests the event loop has already received in the same turn (no added wait), which is scored by one
 :meth:`~loopml.serving.Predictor.predict_many` call (one feature fetch pass, one model call, one
 prediction-log append). A lone request waits at most the window. Results are identical to scoring
 each request alone; every prediction is fsynced in the log before any of its batch's responses leave.
@@ -30,14 +31,15 @@ class MicroBatcher:
     predictor
         Scores the batch.
     window_ms
-        Longest wait for company, in milliseconds (0 < window_ms <= 10).
+        Longest wait for company, in milliseconds (0 <= window_ms <= 10); 0 waits for nothing: the batch
+        is whatever arrived in the same turn of the event loop.
     max_rows
         A batch is scored as soon as this many rows wait.
     """
 
     def __init__(self, predictor: Predictor, *, window_ms: float = 1.0, max_rows: int = 64) -> None:
-        if not 0 < window_ms <= MAX_WINDOW_MS:
-            raise InvalidConfig(f"batch window_ms must be in (0, {MAX_WINDOW_MS}]; got {window_ms!r}")
+        if not 0 <= window_ms <= MAX_WINDOW_MS:
+            raise InvalidConfig(f"batch window_ms must be in [0, {MAX_WINDOW_MS}]; got {window_ms!r}")
         if max_rows < 1:
             raise InvalidConfig(f"batch max_rows must be at least 1; got {max_rows!r}")
         self.predictor = predictor
@@ -45,7 +47,7 @@ class MicroBatcher:
         self.max_rows = max_rows
         self._pending: list[tuple[Mapping[str, Any], datetime | None, str | None, str | None]] = []
         self._waiters: list[tuple[asyncio.Future[list[Prediction]], int]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
     async def predict(self, rows: Sequence[Mapping[str, Any]], *, ats: Sequence[datetime | None],
                       entity_ids: Sequence[str | None], request_ids: Sequence[str | None]) -> list[Prediction]:
@@ -57,7 +59,8 @@ class MicroBatcher:
         if len(self._pending) >= self.max_rows:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.window_ms / 1000, self._flush)
+            self._timer = (loop.call_later(self.window_ms / 1000, self._flush) if self.window_ms > 0
+                           else loop.call_soon(self._flush))
         return await future
 
     def _flush(self) -> None:

@@ -72,7 +72,7 @@ def _error(message: str, status: int, kind: str, request_id: str | None = None) 
 def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, admin_token: str | None = None,
                max_body_bytes: int = 1_000_000, max_batch: int = 1000,
                watch_champion: Callable[[], int] | None = None, watch_interval: float = 2.0,
-               batch_window_ms: float = 0.0, batch_max_rows: int = 64) -> FastAPI:
+               batch_window_ms: float | None = None, batch_max_rows: int = 64) -> FastAPI:
     """A FastAPI app serving ``predictor``.
 
     Parameters
@@ -89,7 +89,8 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         reach the running server.
     batch_window_ms, batch_max_rows
         Adaptive micro-batching (:class:`~loopml.serving.batching.MicroBatcher`): concurrent requests
-        arriving within the window are scored as one batch. 0 (the default) scores each request alone.
+        arriving within the window are scored as one batch; 0 batches only the requests received in the
+        same event-loop turn (no added wait). None (the default here) scores each request alone.
     """
     name = predictor.project.name
     metrics = predictor.metrics or ServingMetrics()
@@ -110,7 +111,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
                 watcher.stop()
 
     batcher = (MicroBatcher(predictor, window_ms=batch_window_ms, max_rows=batch_max_rows)
-               if batch_window_ms > 0 else None)
+               if batch_window_ms is not None else None)
     app = FastAPI(title=f"loopml: {name}", version="1", lifespan=lifespan)
     app.state.swapper = swapper
     app.state.watcher = watcher
