@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import duckdb
 import pandas as pd
 
 from loopml.errors import SchemaError
-from loopml.events.log import EventLog
+from loopml.events.log import EventLog, duckdb_connect
 from loopml.features.offline import OfflineExecutor
 from loopml.project import Project
 
@@ -47,7 +46,7 @@ def build_spine(log: EventLog, project: Project, start: datetime, end: datetime)
         WHERE s.{_q(sp.time_column)} >= ? AND s.{_q(sp.time_column)} < ?
         ORDER BY prediction_time, s.{_q(sp.id)}
     """
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.execute("SET TimeZone = 'UTC'")
     frame = con.execute(sql, [start, end]).df()
     for c in ("prediction_time", "label_available_time", sp.time_column):

@@ -28,6 +28,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError, closest
+from loopml.events.log import duckdb_connect
 from loopml.features.definitions import Feature, RequestFeature, Spine
 from loopml.timeutil import parse_time
 
@@ -230,7 +231,7 @@ def availability_violations(log: EventLog, features: Sequence[Feature], spine: S
                 f"are {sorted(names)}."))
         if f.source not in bad_rows:
             sql = f"SELECT count(*) FROM {log.relation_sql(f.source)} WHERE available_time < event_time"
-            bad_rows[f.source] = int(duckdb.connect().sql(sql).fetchall()[0][0])
+            bad_rows[f.source] = int(duckdb_connect().sql(sql).fetchall()[0][0])
         if bad_rows[f.source]:
             findings.append(_finding(
                 "available_before_event", f.name, bad_rows[f.source], 0,

@@ -16,10 +16,21 @@ import pyarrow.parquet as pq
 from loopml.errors import EventLogError, SchemaError
 from loopml.timeutil import utc_series
 
-__all__ = ["SYSTEM_COLUMNS", "EventLog"]
+__all__ = ["SYSTEM_COLUMNS", "EventLog", "duckdb_connect"]
 
 SYSTEM_COLUMNS = ("event_id", "event_time", "available_time")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def duckdb_connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection for loopml's queries, with DuckDB's progress bar off.
+
+    DuckDB draws the bar on stdout for queries longer than about two seconds, which would corrupt
+    the JSON that ``--json`` commands print there.
+    """
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 class EventLog:
@@ -157,7 +168,7 @@ class EventLog:
             sql += " WHERE " + " AND ".join(where)
         other = "event_time" if by == "available_time" else "available_time"
         sql += f" ORDER BY {by}, {other}, event_id"
-        con = con or duckdb.connect()
+        con = con or duckdb_connect()
         return arrow_table(con.sql(sql, params=params))
 
     def count(self, source: str) -> int:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import duckdb
 
 from loopml.errors import EntityNotFound
-from loopml.events.log import EventLog
+from loopml.events.log import EventLog, duckdb_connect
 from loopml.events.replay import Replayer
 from loopml.features.offline import records
 from loopml.features.online import OnlineExecutor
@@ -21,7 +20,7 @@ def spine_request(project: Project, log: EventLog, entity_id: str) -> dict[str, 
     """The request fields of spine entity ``entity_id`` (e.g. a flight) as a live request would carry them."""
     sp = project.spine
     sql = f'SELECT * FROM {log.relation_sql(sp.source)} WHERE "{sp.id}" = ?'
-    frame = duckdb.connect().execute(sql, [entity_id]).df()
+    frame = duckdb_connect().execute(sql, [entity_id]).df()
     if frame.empty:
         raise EntityNotFound(f"{sp.id} {entity_id!r} is not in source {sp.source!r}; "
                               f"expected an id like {_example(log, project)!r}")
@@ -33,7 +32,7 @@ def spine_request(project: Project, log: EventLog, entity_id: str) -> dict[str, 
 
 def _example(log: EventLog, project: Project) -> str:
     sp = project.spine
-    row = duckdb.connect().execute(f'SELECT "{sp.id}" FROM {log.relation_sql(sp.source)} LIMIT 1').fetchall()
+    row = duckdb_connect().execute(f'SELECT "{sp.id}" FROM {log.relation_sql(sp.source)} LIMIT 1').fetchall()
     return str(row[0][0]) if row else ""
 
 

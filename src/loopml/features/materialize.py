@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import duckdb
 
-from loopml.events.log import EventLog
+from loopml.events.log import EventLog, duckdb_connect
 from loopml.features.definitions import Feature
 from loopml.features.online import GroupState, OnlineExecutor, _Group
 from loopml.timeutil import to_us
@@ -31,7 +30,7 @@ def materialize(log: EventLog, features: Sequence[Feature], at: datetime, *, sto
     """An online executor holding the state as of ``at`` (written to ``store`` if given)."""
     ex = OnlineExecutor(features, store=store)
     at_us = to_us(at)
-    con = duckdb.connect()
+    con = duckdb_connect()
     for g in ex.groups:
         states: dict[tuple[Any, ...], GroupState] = {}
         keys = ", ".join(_q(k) for k in g.keys)

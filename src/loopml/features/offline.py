@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError, closest
-from loopml.events.log import EventLog
+from loopml.events.log import EventLog, duckdb_connect
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.features.offline_extra import EXTRA_AGGREGATIONS, extra_aggregates
 from loopml.features.offline_latest import LatestLookup, latest_lookups
@@ -69,7 +69,7 @@ class OfflineExecutor:
         self.chunk = chunk
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect()
+        con = duckdb_connect()
         if self.threads:
             con.execute(f"SET threads = {int(self.threads)}")
         return con

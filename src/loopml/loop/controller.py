@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,6 +35,7 @@ from loopml.datasets.build import build_dataset
 from loopml.errors import InvalidConfig
 from loopml.evaluation.calibration import expected_calibration_error
 from loopml.evaluation.metrics import binary_metrics
+from loopml.events.log import duckdb_connect
 from loopml.events.replay import EventBatch
 from loopml.features.materialize import materialize
 from loopml.features.online import OnlineExecutor
@@ -476,14 +476,14 @@ class LoopController:
 def _labels_between(log: Any, project: Project, after: datetime, until: datetime) -> int:
     """Labels that became available in (after, until]."""
     sql = f"SELECT count(*) FROM {log.relation_sql(project.label.source)} WHERE available_time > ? AND available_time <= ?"
-    return int(duckdb.connect().execute(sql, [after, until]).fetchall()[0][0])
+    return int(duckdb_connect().execute(sql, [after, until]).fetchall()[0][0])
 
 
 def _prior(log: Any, project: Project, before: datetime) -> float:
     """Positive rate of every label available before ``before``: the baseline known at that time."""
     lb = project.label
     sql = f'SELECT avg(CAST("{lb.column}" AS DOUBLE)) FROM {log.relation_sql(lb.source)} WHERE available_time < ?'
-    value = duckdb.connect().execute(sql, [before]).fetchall()[0][0]
+    value = duckdb_connect().execute(sql, [before]).fetchall()[0][0]
     return float(value) if value is not None else float("nan")
 
 

@@ -17,9 +17,8 @@ import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
-import duckdb
 
-from loopml.events.log import EventLog, arrow_table
+from loopml.events.log import EventLog, arrow_table, duckdb_connect
 from loopml.events.replay import EventBatch
 from loopml.timeutil import to_us
 
@@ -56,7 +55,7 @@ class LogFeed:
     def refresh(self) -> int:
         """Read events appended since the last refresh; return how many were buffered."""
         added = 0
-        con = duckdb.connect()
+        con = duckdb_connect()
         for s in self.sources:
             if s not in self.log.sources():
                 continue

@@ -11,12 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from loopml.datasets.build import build_dataset
 from loopml.evaluation.metrics import binary_metrics
-from loopml.events.log import EventLog
+from loopml.events.log import EventLog, duckdb_connect
 from loopml.monitoring import Alert, AlertBook, PerformanceEstimator, drift_report
 from loopml.project import Project
 from loopml.registry.registry import Registry
@@ -31,7 +30,7 @@ def served_features(plog: PredictionLog, start: datetime, end: datetime) -> pd.D
     if not any(folder.glob("seg-*.jsonl")):
         return pd.DataFrame()
     glob = str(folder / "seg-*.jsonl")
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.execute("SET TimeZone = 'UTC'")
     frame = con.execute(
         f"SELECT request_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", score, features "

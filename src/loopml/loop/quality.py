@@ -13,11 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from loopml.datasets.build import build_dataset
-from loopml.events.log import SYSTEM_COLUMNS, EventLog
+from loopml.events.log import EventLog, SYSTEM_COLUMNS, duckdb_connect
 from loopml.features.definitions import Aggregate, Latest
 from loopml.monitoring.quality import DataQuality, feature_staleness
 from loopml.project import Project
@@ -32,7 +31,7 @@ def served_requests(plog: PredictionLog, start: datetime, end: datetime) -> pd.D
     folder = plog.root / "predictions"
     if not any(folder.glob("seg-*.jsonl")):
         return pd.DataFrame()
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.execute("SET TimeZone = 'UTC'")
     frame = con.execute(
         f"SELECT request_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", request, features "

@@ -23,11 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from loopml.errors import InvalidConfig, NotReady, SchemaError
+from loopml.events.log import duckdb_connect
 
 __all__ = ["ColumnProfile", "DataQuality", "feature_staleness"]
 
@@ -200,7 +200,7 @@ def feature_staleness(served: pd.DataFrame, events: Mapping[str, pd.DataFrame],
     if time_column not in served.columns:
         raise SchemaError(f"feature_staleness: served rows need a {time_column!r} column; got {list(served.columns)}")
     out = []
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.execute("SET TimeZone = 'UTC'")
     by_group: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for feature, (source, keys) in groups.items():

@@ -23,11 +23,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import orjson
 import pandas as pd
 
 from loopml.errors import PredictionLogError
+from loopml.events.log import duckdb_connect
 
 __all__ = ["PredictionLog"]
 
@@ -198,7 +198,7 @@ class PredictionLog:
         if preds is None:
             return pd.DataFrame(columns=["request_id", "entity_id", "model_version", "at", "score", "label", "label_time"])
         labels = self._glob("labels")
-        con = duckdb.connect()
+        con = duckdb_connect()
         con.execute("SET TimeZone = 'UTC'")
         where, params = [], []
         if start is not None:
@@ -240,7 +240,7 @@ class PredictionLog:
         preds = self._glob("predictions")
         if preds is None:
             return pd.DataFrame()
-        return duckdb.sql(f"SELECT * FROM read_json_auto('{preds}', format='newline_delimited', ignore_errors=true) "
+        return duckdb_connect().sql(f"SELECT * FROM read_json_auto('{preds}', format='newline_delimited', ignore_errors=true) "
                           "WHERE request_id IS NOT NULL").df()
 
 
