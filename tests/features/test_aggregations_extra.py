@@ -229,8 +229,8 @@ def test_materialized_state_equals_replayed_state_for_new_aggregations(tmp_path)
     booted = materialize(log, feats, t, store=SQLiteOnlineStore(tmp_path / "m.sqlite"))
     for key in ("a", "b"):
         assert booted.get({"k": key}, t) == replayed.get({"k": key}, t)
-    a = SQLiteOnlineStore(tmp_path / "r.sqlite").get("ev/k", '["a"]')
-    b = SQLiteOnlineStore(tmp_path / "m.sqlite").get("ev/k", '["a"]')
+    a = SQLiteOnlineStore(tmp_path / "r.sqlite").get(replayed.groups[0].id, '["a"]')
+    b = SQLiteOnlineStore(tmp_path / "m.sqlite").get(replayed.groups[0].id, '["a"]')
     assert a == b and GroupState.from_bytes(a).items["tag"]
 
 
