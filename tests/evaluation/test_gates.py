@@ -50,3 +50,13 @@ def test_a_mapping_in_the_project_becomes_gates_and_typos_are_named():
         Gates.coerce({"max_ec": 0.05})
     with pytest.raises(InvalidConfig, match="max_ece must be a finite number >= 0; got -1"):
         Gates(max_ece=-1)
+
+
+def test_ece_gate_does_not_hold_back_a_challenger_calibrated_no_worse_than_the_champion():
+    common = dict(log_loss=0.5, prior_log_loss=0.6, champion_log_loss=0.51)
+    relaxed = check_gates(Gates(max_ece=0.03), ece=0.04, champion_ece=0.05, **common)
+    assert _gate(relaxed, "ece") == {"gate": "ece", "value": 0.04, "threshold": 0.05, "passed": True}
+    worse = check_gates(Gates(max_ece=0.03), ece=0.06, champion_ece=0.05, **common)
+    assert not _gate(worse, "ece")["passed"]
+    good_champion = check_gates(Gates(max_ece=0.03), ece=0.04, champion_ece=0.01, **common)
+    assert _gate(good_champion, "ece")["threshold"] == 0.03 and not _gate(good_champion, "ece")["passed"]

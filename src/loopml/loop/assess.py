@@ -133,7 +133,9 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
                                max_worse=gates.max_slice_worse, bands=BANDS)
     gate_results = check_gates(gates, log_loss=metrics["log_loss"]["value"],
                                prior_log_loss=baselines["prior"]["log_loss"]["value"], ece=calibration["ece_uniform"],
-                               behaviour=behaviour, leakage=leakage, champion_log_loss=champion_ll, slices_worse=worse)
+                               behaviour=behaviour, leakage=leakage, champion_log_loss=champion_ll,
+                               champion_ece=baselines["champion"]["ece"]["value"] if champion_p is not None else None,
+                               slices_worse=worse)
     lap("gates")
     return {
         "model": name, "model_version": mv.version, "window": [start.isoformat(), end.isoformat()],

@@ -425,7 +425,8 @@ class LoopController:
                                max_worse=gates.max_slice_worse, bands=BANDS)
         results = check_gates(gates, log_loss=binary_metrics(y, p_new)["log_loss"], prior_log_loss=prior_ll,
                               ece=expected_calibration_error(y, p_new, n_bins=10), behaviour=behaviour,
-                              champion_log_loss=binary_metrics(y, p_old)["log_loss"], slices_worse=worse)
+                              champion_log_loss=binary_metrics(y, p_old)["log_loss"],
+                              champion_ece=expected_calibration_error(y, p_old, n_bins=10), slices_worse=worse)
         for g in results:  # keep the registry record small: names of failing tests and slices only
             g.pop("slices", None)
         return results
