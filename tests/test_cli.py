@@ -164,7 +164,7 @@ def test_promotion_gates_come_from_the_project_file(demo, tmp_path):
     reg = Registry(f"sqlite:///{state / 'registry.sqlite'}", ArtifactStore(state / "artifacts"))
     last = reg.decisions("flights")[-1]
     assert last["kind"] == "promotion_refused"
-    ece = next(g for g in last["details"]["evidence"]["gates"] if g["gate"] == "ece")
+    ece = next(g for g in last["details"]["gates"] if g["gate"] == "ece")
     assert ece["threshold"] == 0.0 and ece["passed"] is False
 
 
