@@ -145,3 +145,17 @@ def test_records_are_json_lines_with_nan_as_null_and_times_in_iso_format(tmp_pat
     seg = next(pathlib.Path(tmp_path, "predictions").glob("*.jsonl"))
     doc = json.loads(seg.read_text())
     assert doc["features"] == {"x": None, "t": "2013-03-01T00:00:00+00:00"} and doc["request_id"] == "a"
+
+
+def test_an_idle_flusher_thread_ends_and_the_next_append_starts_another(tmp_path, monkeypatch):
+    monkeypatch.setattr(predictionlog, "IDLE_EXIT_S", 0.05)
+    log = PredictionLog(tmp_path)
+    log.log_predictions([_pred("a")])
+    first = log._flusher
+    if first is not None:  # (it may already have ended on a slow machine)
+        first.join(10)
+    assert log._flusher is None and log.fsyncs == 1
+    log.log_predictions([_pred("b")])  # returns only once fsynced: a new flusher ran
+    assert log.fsyncs == 2
+    log.close()
+    assert sorted(PredictionLog(tmp_path).read_predictions()["request_id"]) == ["a", "b"]

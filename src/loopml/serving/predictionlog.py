@@ -31,6 +31,8 @@ from loopml.events.log import duckdb_connect
 
 __all__ = ["PredictionLog"]
 
+IDLE_EXIT_S = 5.0  # a flusher thread with nothing to fsync for this long ends (no thread per idle log)
+
 
 class PredictionLog:
     """Append-only prediction and label log under ``root`` (``predictions/`` and ``labels/``).
@@ -100,7 +102,10 @@ class PredictionLog:
         while True:
             with self._cond:
                 while self._written == self._synced and not self._closing:
-                    self._cond.wait()
+                    if not self._cond.wait(timeout=IDLE_EXIT_S):  # idle: end; the next append starts another
+                        if self._written == self._synced:
+                            self._flusher = None
+                            return
                 if self._written == self._synced:  # closing, nothing left
                     return
                 target = self._written
@@ -163,8 +168,10 @@ class PredictionLog:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._flusher is not None:
-            self._flusher.join()
+            flusher = self._flusher
+        if flusher is not None:
+            flusher.join()
+        with self._cond:
             self._flusher = None
         with self._lock:
             for fh in self._files.values():
