@@ -182,6 +182,7 @@ class LoopController:
         self.retrain_cpu_seconds = float(saved["retrain_cpu_seconds"]) if saved else 0.0
         self.retrainings = int(saved["retrainings"]) if saved else 0
         until_us, day, checked = to_us(until), [None], [False]
+        last_ticket: list[int | None] = [None]
 
         def advance(t: datetime) -> None:
             for source, batch in events.advance_to(min(t, until)):
@@ -213,7 +214,12 @@ class LoopController:
                     continue
                 reqs.append(req)
                 ids.append(eid)
-            for eid, pr in zip(ids, predictor.predict_many(reqs, at=t, entity_ids=ids, validated=True), strict=True):
+            # No client waits on these answers, so they are not held for their fsync one time step at a
+            # time: the log's flusher syncs in the background, and a checkpoint waits for the last ticket.
+            preds, ticket = predictor.score_and_log(reqs, at=t, entity_ids=ids, validated=True)
+            if ticket is not None:
+                last_ticket[0] = ticket
+            for eid, pr in zip(ids, preds, strict=True):
                 pending[eid] = pr.request_id
 
         def step(horizon: datetime) -> None:
@@ -256,6 +262,8 @@ class LoopController:
                 break
             if checked[0] or time.monotonic() - last_save > 5:
                 checked[0] = False
+                if last_ticket[0] is not None:
+                    plog.wait(last_ticket[0])  # what the checkpoint says was served is on disk
                 _write_checkpoint(checkpoint, self.policy, start, until, now, self, finished=False)
                 last_save = time.monotonic()
             due = [drain, until] + boundaries[:1]
