@@ -62,3 +62,18 @@ def test_serving_refuses_a_model_whose_features_were_redefined(flights_project):
     with pytest.raises(SchemaError, match="v3 was trained with feature definitions.*origin_dep_delay_mean_3h"):
         redefined.check_model_features(info, version=3)
     redefined.check_model_features({}, version=1)  # versions registered before feature versions existed
+
+
+def test_serving_refuses_state_that_no_current_definition_can_read(flights_project, flights_ws, tmp_path):
+    from loopml.errors import SchemaError
+    from loopml.serving.factory import _check_state_layout
+
+    feats = [f for f in flights_project.features if f.name == "origin_dep_delay_mean_3h"]
+    longer = [replace(f, window=6 * H) for f in feats]
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    _fill(feats, store, flights_ws.log, parse_time("2013-07-04T15:00:00Z"))
+    _check_state_layout(OnlineExecutor(feats, store=store), store, flights_ws)  # its own state: fine
+    with pytest.raises(SchemaError, match="Rebuild it with `loopml materialize"):
+        _check_state_layout(OnlineExecutor(longer, store=store), store, flights_ws)
+    empty = SQLiteOnlineStore(tmp_path / "empty.sqlite")
+    _check_state_layout(OnlineExecutor(longer, store=empty), empty, flights_ws)  # nothing stored yet: fine

@@ -99,6 +99,10 @@ class SQLiteOnlineStore:
     def count(self) -> int:
         return int(self._con().execute("SELECT count(*) FROM state").fetchone()[0])
 
+    def groups(self) -> set[str]:
+        """Ids of the state groups stored (a scan of the primary key; meant for start-up checks)."""
+        return {row[0] for row in self._con().execute("SELECT DISTINCT grp FROM state")}
+
     def clear(self) -> None:
         con = self._con()
         with con:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from loopml.errors import SchemaError
 from loopml.features.online import OnlineExecutor
 from loopml.features.store import SQLiteOnlineStore
 from loopml.project import Project
@@ -40,6 +41,23 @@ def build_predictor(project: Project, ws: Workspace, model_version: str | int = 
     registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
     mv, model = registry.load(project.name, model_version)
     project.check_model_features(mv.info, version=mv.version)  # never serve redefined features
-    online = OnlineExecutor(project.features, store=SQLiteOnlineStore(ws.online_path))
+    store = SQLiteOnlineStore(ws.online_path)
+    online = OnlineExecutor(project.features, store=store)
+    _check_state_layout(online, store, ws)
     schema = RequestSchema.from_arrow(ws.log.schema(project.spine.source), project.spine.request_fields)
     return Predictor(project, online, model, mv.version, PredictionLog(ws.predictions), schema)
+
+
+def _check_state_layout(online: OnlineExecutor, store: SQLiteOnlineStore, ws: Workspace) -> None:
+    """Refuse to serve from online state none of whose groups these feature definitions can read.
+
+    State written for other definitions (or by a loopml before state groups carried their layout)
+    would otherwise serve every stored feature as missing, silently.
+    """
+    stored = store.groups()
+    wanted = {g.id for g in online.groups}
+    if stored and wanted and not stored & wanted:
+        raise SchemaError(
+            f"The online state in {ws.online_path} holds groups {sorted(stored)[:4]} but these feature definitions "
+            f"read {sorted(wanted)[:4]}: it was built for other definitions or by an older loopml. Rebuild it "
+            f"with `loopml materialize --at T` (or replay), then serve.")
