@@ -199,7 +199,6 @@ def availability_violations(log: EventLog, features: Sequence[Feature], spine: S
     The point-in-time join is trusted to honour ``available_time``; what this checks is that the
     times it is given can be true. Returns the findings, empty when there are none.
     """
-    import duckdb  # only this check needs it; keep importing loopml.evaluation light
 
     fields = list(spine.request_fields)
     sources = set(log.sources())

@@ -15,7 +15,6 @@ time. A replacement with another name continues the same checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
