@@ -54,6 +54,8 @@ def test_missing_field_is_422_naming_it_and_server_keeps_serving(client, field):
     ({"carrier": 7}, ["carrier", "string"]),
     ({"at": "soon"}, ["at", "ISO-8601"]),
     ({"sched_dep": "0001-01-01T00:30:00Z"}, ["sched_dep", "out of range"]),
+    # valid prediction time, but the local hour is before year 1 (found by schemathesis)
+    ({"sched_dep": "0001-01-01T02:30:00Z"}, ["sched_dep_hour_local", "OverflowError"]),
 ])
 def test_bad_values_are_422_with_the_field_and_what_was_expected(client, patch, words):
     c, _ = client

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from loopml.errors import FeatureNotFound, closest
+from loopml.errors import FeatureNotFound, SchemaError, closest
 from loopml.events.replay import EventBatch
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.features.sketches import distinct_estimate, quantile_estimate, token
@@ -42,6 +42,16 @@ from loopml.timeutil import duration_us, to_us
 __all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at"]
 
 Key = tuple[Any, ...]
+
+
+def _request_feature(f: RequestFeature, request: Mapping[str, Any]) -> Any:
+    """``f.fn(request)``; a value the function cannot take (a time out of range, say) is the request's fault."""
+    try:
+        return f.fn(request)
+    except (ArithmeticError, ValueError, TypeError) as exc:  # OverflowError is an ArithmeticError
+        shown = {c: request.get(c) for c in f.inputs}
+        raise SchemaError(f"Request feature {f.name!r} cannot be computed from {shown}: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 def group_id(source: str, keys: Sequence[str]) -> str:
@@ -322,7 +332,10 @@ class OnlineExecutor:
                     states[pair[0]] = st
         out: dict[str, Any] = {}
         for f, gid, _ in plan:
-            out[f.name] = f.fn(request) if gid is None else value_at(f, states.get(gid), t_us)
+            if gid is None:
+                out[f.name] = _request_feature(f, request)
+            else:
+                out[f.name] = value_at(f, states.get(gid), t_us)
         return out
 
     def _decoded(self, pair: tuple[str, str], blob: bytes) -> GroupState:
