@@ -24,23 +24,31 @@ from loopml.serving.predictionlog import PredictionLog
 __all__ = ["monitor_window", "served_features"]
 
 
-def served_features(plog: PredictionLog, start: datetime, end: datetime) -> pd.DataFrame:
-    """Predictions served in [start, end) with their features as served, one column per feature."""
+def served_features(plog: PredictionLog, start: datetime, end: datetime, *,
+                    requests: bool = False) -> pd.DataFrame:
+    """Predictions served in [start, end), in time order, with their features as served (one column each).
+
+    With ``requests`` the request's fields come too, as ``request.<field>`` columns.
+    """
     folder = plog.root / "predictions"
     if not any(folder.glob("seg-*.jsonl")):
         return pd.DataFrame()
-    glob = str(folder / "seg-*.jsonl")
     con = duckdb_connect()
     con.execute("SET TimeZone = 'UTC'")
     frame = con.execute(
-        f"SELECT request_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", score, features "
-        f"FROM read_json_auto('{glob}', format='newline_delimited', ignore_errors=true) "
-        f"WHERE request_id IS NOT NULL AND CAST(\"at\" AS TIMESTAMPTZ) >= ? AND CAST(\"at\" AS TIMESTAMPTZ) < ?",
+        f"SELECT request_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", score, "
+        f"{'request, ' if requests else ''}features "
+        f"FROM read_json_auto('{folder / 'seg-*.jsonl'}', format='newline_delimited', ignore_errors=true) "
+        f"WHERE request_id IS NOT NULL AND CAST(\"at\" AS TIMESTAMPTZ) >= ? AND CAST(\"at\" AS TIMESTAMPTZ) < ? "
+        f"ORDER BY \"at\", request_id",
         [pd.Timestamp(start), pd.Timestamp(end)]).df()
     if frame.empty:
         return frame
-    feats = pd.json_normalize(frame.pop("features").tolist())
-    return pd.concat([frame.reset_index(drop=True), feats], axis=1)
+    parts = [frame.drop(columns=[c for c in ("request", "features") if c in frame.columns]).reset_index(drop=True)]
+    if requests:
+        parts.append(pd.json_normalize(frame["request"].tolist()).add_prefix("request."))
+    parts.append(pd.json_normalize(frame["features"].tolist()))
+    return pd.concat(parts, axis=1)
 
 
 def monitor_window(project: Project, log: EventLog, registry: Registry, plog: PredictionLog, start: datetime,

@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 
 from loopml.datasets.build import build_dataset
-from loopml.events.log import EventLog, SYSTEM_COLUMNS, duckdb_connect
+from loopml.events.log import SYSTEM_COLUMNS, EventLog
 from loopml.features.definitions import Aggregate, Latest
+from loopml.loop.monitor import served_features
 from loopml.monitoring.quality import DataQuality, feature_staleness
 from loopml.project import Project
 from loopml.registry.registry import Registry
@@ -28,22 +29,7 @@ __all__ = ["batch_quality", "served_quality", "served_requests"]
 
 def served_requests(plog: PredictionLog, start: datetime, end: datetime) -> pd.DataFrame:
     """Predictions served in [start, end): ``at``, the request's fields and the features as served."""
-    folder = plog.root / "predictions"
-    if not any(folder.glob("seg-*.jsonl")):
-        return pd.DataFrame()
-    con = duckdb_connect()
-    con.execute("SET TimeZone = 'UTC'")
-    frame = con.execute(
-        f"SELECT request_id, model_version, CAST(\"at\" AS TIMESTAMPTZ) AS \"at\", request, features "
-        f"FROM read_json_auto('{folder / 'seg-*.jsonl'}', format='newline_delimited', ignore_errors=true) "
-        f"WHERE request_id IS NOT NULL AND CAST(\"at\" AS TIMESTAMPTZ) >= ? AND CAST(\"at\" AS TIMESTAMPTZ) < ? "
-        f"ORDER BY \"at\", request_id",
-        [pd.Timestamp(start), pd.Timestamp(end)]).df()
-    if frame.empty:
-        return frame
-    req = pd.json_normalize(frame.pop("request").tolist()).add_prefix("request.")
-    feats = pd.json_normalize(frame.pop("features").tolist())
-    return pd.concat([frame.reset_index(drop=True), req, feats], axis=1)
+    return served_features(plog, start, end, requests=True)
 
 
 def _groups(project: Project) -> dict[str, tuple[str, tuple[str, ...]]]:

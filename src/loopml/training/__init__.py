@@ -9,8 +9,7 @@ serving). Names are imported on first use, so a project file does not pay for Li
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from loopml._lazy import lazy_names
 
 _WHERE = {
     "Calibration": "loopml.training.calibrate",
@@ -22,14 +21,4 @@ _WHERE = {
 
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'loopml.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
