@@ -343,7 +343,10 @@ def monitor_drift(reference: Annotated[Path, typer.Option("--reference", help="P
                   correction: Annotated[str, typer.Option(help="bh (Benjamini-Hochberg), bonferroni or none.")] = "bh",
                   alpha: float = 0.05,
                   min_psi: Annotated[float, typer.Option(help="Effect floor: PSI below this never alarms.")] = 0.0,
-                  min_wasserstein: Annotated[float, typer.Option(help="Effect floor in reference sd units.")] = 0.0,
+                  min_wasserstein: Annotated[float, typer.Option(
+                      help="Effect floor for numeric columns, Wasserstein in reference sd units (0: off).")] = 0.02,
+                  min_jensen_shannon: Annotated[float, typer.Option(
+                      help="Effect floor for categorical columns, Jensen-Shannon distance (0: off).")] = 0.02,
                   columns: Annotated[str | None, typer.Option(help="Comma-separated columns (default: shared ones).")] = None,
                   as_json: JsonOpt = False) -> None:
     """Compare two tables column by column: KS for numeric, chi-square for categorical, p-values adjusted."""
@@ -363,7 +366,7 @@ def monitor_drift(reference: Annotated[Path, typer.Option("--reference", help="P
     ref, cur = frames
     chosen = columns.split(",") if columns else [c for c in ref.columns if c in cur.columns]
     report = drift_report(ref, cur, correction=correction, alpha=alpha, min_psi=min_psi,
-                          min_wasserstein=min_wasserstein, columns=chosen)
+                          min_wasserstein=min_wasserstein, min_jensen_shannon=min_jensen_shannon, columns=chosen)
     if as_json:
         _print_json(report)
         return

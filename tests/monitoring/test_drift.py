@@ -219,6 +219,23 @@ def test_power_on_the_claimed_shifts_over_many_seeds():
 
 
 # --- false alarms by simulation ---------------------------------------------------------------------
+# The simulations check the tests and the correction themselves, so the default effect floors are off.
+NO_FLOOR = {"min_wasserstein": 0.0, "min_jensen_shannon": 0.0}
+
+
+def test_default_effect_floor_silences_trivial_shifts_in_huge_windows_but_not_real_ones():
+    # 300,000 rows a window: a 0.015 sd mean shift is highly significant (KS D ~ 0.006 against a
+    # 5% critical value of 0.0035) yet too small to matter; 0.1 sd is a real shift.
+    rng = np.random.default_rng(11)
+    n = 300_000
+    ref = pd.DataFrame({"tiny": rng.normal(size=n), "real": rng.normal(size=n)})
+    cur = pd.DataFrame({"tiny": rng.normal(0.015, 1, n), "real": rng.normal(0.1, 1, n)})
+    unfloored = DriftDetector(**NO_FLOOR).fit(ref).test(cur)
+    assert unfloored["tiny"].drifted and unfloored["real"].drifted
+    default = DriftDetector().fit(ref).test(cur)
+    assert default["tiny"].p_value_adjusted < 1e-6
+    assert not default["tiny"].drifted and default["real"].drifted
+    assert default.drifted_columns == ["real"]
 
 
 def test_false_alarm_rate_is_controlled_by_simulation():
@@ -229,7 +246,7 @@ def test_false_alarm_rate_is_controlled_by_simulation():
         rng = np.random.default_rng(1_000 + seed)
         ref = pd.DataFrame(rng.normal(size=(n, columns)))
         cur = pd.DataFrame(rng.normal(size=(n, columns)))
-        result = DriftDetector("bh", ALPHA).fit(ref).test(cur)
+        result = DriftDetector("bh", ALPHA, **NO_FLOOR).fit(ref).test(cur)
         runs_with_alarm += result.drifted
         column_rejections += sum(c.p_value < ALPHA for c in result.columns)
     tolerance = 3 * math.sqrt(ALPHA * (1 - ALPHA) / runs)
@@ -250,7 +267,7 @@ def test_false_alarm_rate_on_categorical_columns_is_controlled_by_simulation():
         def window() -> pd.DataFrame:
             return pd.DataFrame({f"c{j}": rng.choice(len(p), n, p=p).astype(str) for j, p in enumerate(shares)})
 
-        runs_with_alarm += DriftDetector("bh", ALPHA).fit(window()).test(window()).drifted
+        runs_with_alarm += DriftDetector("bh", ALPHA, **NO_FLOOR).fit(window()).test(window()).drifted
     assert runs_with_alarm / runs <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / runs)
 
 
@@ -317,7 +334,7 @@ def test_effect_floor_keeps_a_trivial_shift_in_a_huge_window_from_alarming():
     n = 200_000
     ref = pd.DataFrame({"x": rng.normal(0, 1, n), "c": rng.choice(["a", "b"], n, p=[0.5, 0.5])})
     cur = pd.DataFrame({"x": rng.normal(0.03, 1, n), "c": rng.choice(["a", "b"], n, p=[0.49, 0.51])})
-    detector = DriftDetector().fit(ref)
+    detector = DriftDetector(**NO_FLOOR).fit(ref)
     assert detector.test(cur).drifted_columns == ["x", "c"]
     detector.set_params(min_wasserstein=0.05, min_jensen_shannon=0.02)
     assert detector.test(cur).drifted_columns == []
