@@ -7,8 +7,8 @@ import pandas as pd
 from loopml.events import Replayer
 from loopml.features import OnlineExecutor, SQLiteOnlineStore
 from loopml.features.materialize import materialize
-from loopml.features.online import GroupState
 from loopml.features.offline import records
+from loopml.features.online import GroupState
 from loopml.timeutil import parse_time, to_us
 
 

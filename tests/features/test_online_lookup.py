@@ -51,8 +51,8 @@ def test_reader_decodes_each_stored_state_once_and_sees_every_new_flush(tmp_path
     requests = _requests(flights_ws, p, t2)
     at = [r["sched_dep"] - p.spine.lead for r in requests]
     reads = []
-    real_get_many = store.get_many
-    monkeypatch.setattr(store, "get_many", lambda pairs: reads.append(len(pairs)) or real_get_many(pairs))
+    real_get_many = store.get_many_versioned
+    monkeypatch.setattr(store, "get_many_versioned", lambda pairs: reads.append(len(pairs)) or real_get_many(pairs))
     first = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
     n_first, n_reads = len(decodes), len(reads)
     again = [reader.get(r, a) for r, a in zip(requests, at, strict=True)]
@@ -85,3 +85,44 @@ def test_decode_cache_is_bounded(tmp_path, flights_project, flights_ws):
         a = r["sched_dep"] - p.spine.lead
         assert reader.get(r, a) == writer.get(r, a)
     assert len(reader._decode_cache) == 5
+
+
+def test_versioned_read_returns_get_many_blobs_and_the_version_they_were_read_at(tmp_path):
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    items = [(f"[{i}]", f"blob{i}".encode()) for i in range(450)]  # > 199 pairs: several statements
+    store.put_many("g@1", items)
+    for pairs in ([("g@1", "[7]")], [("g@1", "[404]")], [("g@1", "[3]"), ("h@1", "[3]"), ("g@1", "[1]")],
+                  [("g@1", k) for k, _ in items] + [("g@1", "[9999]")]):
+        version, blobs = store.get_many_versioned(pairs)
+        assert blobs == store.get_many(pairs)
+        assert version == store.version()
+    before, _ = store.get_many_versioned([("g@1", "[1]")])
+    SQLiteOnlineStore(tmp_path / "online.sqlite").put_many("g@1", [("[1]", b"new")])  # another connection commits
+    after, blobs = store.get_many_versioned([("g@1", "[1]")])
+    assert after != before and blobs == [b"new"]
+
+
+def test_reader_without_cache_reads_the_store_on_every_lookup_and_agrees_with_the_cached_one(
+        tmp_path, flights_project, flights_ws, monkeypatch):
+    p = flights_project
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer = OnlineExecutor(p.features, store=store)
+    t = parse_time("2013-07-04T12:00:00Z")
+    for source, batch in Replayer(flights_ws.log, writer.sources, start=parse_time("2013-06-20"),
+                                  columns=writer.columns()).advance_to(t):
+        writer.update(source, batch)
+    writer.flush()
+    cached = OnlineExecutor(p.features, store=SQLiteOnlineStore(tmp_path / "online.sqlite"))
+    uncached_store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    uncached = OnlineExecutor(p.features, store=uncached_store)
+    uncached.decode_cache_size = 0
+    reads = []
+    real = uncached_store.get_many_versioned
+    monkeypatch.setattr(uncached_store, "get_many_versioned", lambda pairs: reads.append(1) or real(pairs))
+    requests = _requests(flights_ws, p, t, n=30)
+    for _ in range(2):
+        for r in requests:
+            a = r["sched_dep"] - p.spine.lead
+            assert uncached.get(r, a) == cached.get(r, a) == writer.get(r, a)
+    assert len(reads) == 2 * len(requests)
+    assert not uncached._fresh and not uncached._decode_cache

@@ -28,6 +28,8 @@ def test_put_get_round_trip_and_missing_is_none(store):
     assert store.get("g/k", "[\"zz\"]") is None
     assert store.get("other/k", "[\"a\"]") is None
     assert store.get_many([("g/k", "[\"b\"]"), ("g/k", "[\"zz\"]"), ("g/k", "[\"a\"]")]) == [b"other", None, b"\x00\x01blob"]
+    assert store.get_many([("g/k", "[\"b\"]")]) == [b"other"]  # one pair: the lookup's common case
+    assert store.get_many([("g/k", "[\"zz\"]")]) == [None]
 
 
 def test_overwrite_replaces_and_watermark_round_trips(store):

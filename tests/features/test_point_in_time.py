@@ -88,7 +88,7 @@ def reference(events, key, t):
             if not cands:
                 out[f.name] = None
                 continue
-            avail, et, _, e = max(cands)
+            _, et, _, e = max(cands)
             if f.max_age is not None and et < t - f.max_age // M:
                 out[f.name] = None
             else:

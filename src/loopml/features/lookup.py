@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-
 from loopml.errors import EntityNotFound
 from loopml.events.log import EventLog, duckdb_connect
 from loopml.events.replay import Replayer

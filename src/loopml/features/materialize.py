@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-
 from loopml.events.log import EventLog, duckdb_connect
 from loopml.features.definitions import Feature
 from loopml.features.online import GroupState, OnlineExecutor, _Group

@@ -36,8 +36,9 @@ import pyarrow as pa
 from loopml.errors import FeatureNotFound, SchemaError, closest
 from loopml.events.replay import EventBatch
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
+from loopml.features.freshness import FeatureLookup, available_at
 from loopml.features.sketches import distinct_estimate, quantile_estimate, token
-from loopml.timeutil import duration_us, to_us
+from loopml.timeutil import duration_us, from_us, to_us
 
 __all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at"]
 
@@ -123,7 +124,7 @@ class GroupState:
                 tokens.append(token(v))
                 if c not in self.values:
                     continue
-            ok = v is not None and v == v
+            ok = v is not None and v == v  # noqa: PLR0124 -- False only for NaN, of any numeric type
             self.values[c].append(float(v) if ok else math.nan)
             cnt = self.valid[c]
             cnt.append((cnt[-1] if cnt else 0) + ok)
@@ -298,9 +299,49 @@ class OnlineExecutor:
         """Feature values for one request at time ``t`` (UTC), as the offline executor would compute them."""
         t_us = to_us(t)
         plan = self._plan if features is None else [self._plan_of[self._feature(n).name] for n in features]
+        states = self._states(request, plan)
+        out: dict[str, Any] = {}
+        for f, gid, _ in plan:
+            if gid is None:
+                out[f.name] = _request_feature(f, request)
+            else:
+                out[f.name] = value_at(f, states.get(gid), t_us)
+        return out
+
+    def get_with_freshness(self, request: Mapping[str, Any], t: datetime, *,
+                           features: Sequence[str] | None = None) -> FeatureLookup:
+        """:meth:`get`'s values plus, per stored feature, the available time of the newest event behind it.
+
+        See :func:`~loopml.features.freshness.available_at` for what "behind" means per kind of
+        feature; request features have no stored events and are not in ``available_at``.
+
+        Examples
+        --------
+        >>> found = online.get_with_freshness(request, t)            # doctest: +SKIP
+        >>> found.values["origin_dep_delay_3h"], found.ages()["origin_dep_delay_3h"]  # doctest: +SKIP
+        (12.5, datetime.timedelta(seconds=840))
+        """
+        t_us = to_us(t)
+        plan = self._plan if features is None else [self._plan_of[self._feature(n).name] for n in features]
+        states = self._states(request, plan)
+        values: dict[str, Any] = {}
+        avail: dict[str, datetime | None] = {}
+        for f, gid, _ in plan:
+            if gid is None:
+                values[f.name] = _request_feature(f, request)
+            else:
+                st = states.get(gid)
+                values[f.name] = value_at(f, st, t_us)
+                us = available_at(f, st, t_us)
+                avail[f.name] = None if us is None else from_us(us)
+        return FeatureLookup(values=values, available_at=avail, at=t)
+
+    def _states(self, request: Mapping[str, Any], plan: list[tuple[Feature, str | None, tuple[str, ...]]],
+                ) -> dict[str, GroupState | None]:
+        """Each planned group's state of the request's entity: in memory, else read from the store."""
         states: dict[str, GroupState | None] = {}
         wanted: dict[str, Key] = {}
-        for f, gid, keys in plan:
+        for _, gid, keys in plan:
             if gid is not None and gid not in wanted:
                 wanted[gid] = tuple(request.get(k) for k in keys)
         fetch = []
@@ -312,34 +353,42 @@ class OnlineExecutor:
             else:
                 fetch.append((gid, key))
         if fetch and self.store is not None:
-            pairs = [(gid, encode_key(key)) for gid, key in fetch]
-            # a store that can say "nothing changed since" (SQLite's data_version) is not read again until it does
-            version = self.store.version() if hasattr(self.store, "version") else None
-            fresh = self._fresh
-            if version is None or version != self._fresh_version or len(fresh) >= self.decode_cache_size:
-                fresh.clear()
-                self._fresh_version = version
-            missing = [pair for pair in pairs if pair not in fresh]
-            if missing:
-                for pair, blob in zip(missing, self.store.get_many(missing), strict=True):
-                    st = None if blob is None else self._decoded(pair, blob)
-                    if version is not None:
-                        fresh[pair] = st
-                    states[pair[0]] = st
-            for pair in pairs:
-                st = fresh.get(pair, _UNREAD)  # .get: another thread may clear it meanwhile
-                if st is not _UNREAD:
-                    states[pair[0]] = st
-        out: dict[str, Any] = {}
-        for f, gid, _ in plan:
-            if gid is None:
-                out[f.name] = _request_feature(f, request)
-            else:
-                out[f.name] = value_at(f, states.get(gid), t_us)
-        return out
+            self._read([(gid, encode_key(key)) for gid, key in fetch], states)
+        return states
+
+    def _read(self, pairs: list[tuple[str, str]], states: dict[str, GroupState | None]) -> None:
+        """Read ``pairs``' states from the store into ``states``.
+
+        A store that can say "nothing changed since" (SQLite's ``data_version``) is not read again
+        until something commits: what was read at a version is kept in ``_fresh`` (while
+        ``decode_cache_size`` > 0) and served while the version stays the same.
+        """
+        store, fresh = self.store, self._fresh
+        versioned = hasattr(store, "get_many_versioned")
+        cache = versioned and self.decode_cache_size > 0
+        if cache and all(p in fresh for p in pairs) and store.version() == self._fresh_version:
+            found = [fresh.get(p, _UNREAD) for p in pairs]  # .get: another thread may clear it meanwhile
+            if _UNREAD not in found:
+                for p, st in zip(pairs, found, strict=True):
+                    states[p[0]] = st
+                return
+        if versioned:
+            version, blobs = store.get_many_versioned(pairs)  # the blobs and the version they were read at
+        else:
+            version, blobs = None, store.get_many(pairs)
+        if cache and (version != self._fresh_version or len(fresh) + len(pairs) > self.decode_cache_size):
+            fresh.clear()
+            self._fresh_version = version
+        for pair, blob in zip(pairs, blobs, strict=True):
+            st = None if blob is None else self._decoded(pair, blob)
+            if cache:
+                fresh[pair] = st
+            states[pair[0]] = st
 
     def _decoded(self, pair: tuple[str, str], blob: bytes) -> GroupState:
         """The state stored as ``blob``, decoded once per distinct blob (lookups only read it, never change it)."""
+        if self.decode_cache_size <= 0:
+            return GroupState.from_bytes(blob)
         hit = self._decode_cache.get(pair)
         if hit is not None and hit[0] == blob:  # unchanged since the last read: a memcmp, not a parse
             return hit[1]
@@ -384,7 +433,7 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
             return None
         raw = st.values[f.column][lo:hi]
         # the running count of valid values says whether the slice holds a missing one to skip
-        vals = raw if n == hi - lo else [v for v in raw if v == v]
+        vals = raw if n == hi - lo else [v for v in raw if v == v]  # noqa: PLR0124 -- drops NaN
         if f.agg == "sum":
             return math.fsum(vals)
         if f.agg == "mean":

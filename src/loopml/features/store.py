@@ -12,9 +12,8 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["OnlineStore", "RedisOnlineStore", "SQLiteOnlineStore", "open_store"]
 
@@ -61,6 +60,30 @@ class SQLiteOnlineStore:
     def get(self, group: str, key: str) -> bytes | None:
         row = self._con().execute("SELECT blob FROM state WHERE grp = ? AND key = ?", (group, key)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_many_versioned(self, pairs: Sequence[tuple[str, str]]) -> tuple[tuple[int, int], list[bytes | None]]:
+        """:meth:`get_many` and the :meth:`version` those blobs were read at, in one statement.
+
+        One statement is one read transaction: the blobs are exactly what the store held at that
+        version, so a reader may cache them under it (and saves the separate ``PRAGMA`` of ~3 us).
+        """
+        writes = self._writes  # read before the statement: a write racing it only makes the cache re-read
+        con = self._con()
+        if len(pairs) == 1:
+            row = con.execute(_VERSIONED_ONE, pairs[0]).fetchone()
+            return (row[0], writes), [None if row[1] is None else bytes(row[1])]
+        found: dict[tuple[str, str], bytes] = {}
+        version = None
+        for lo in range(0, max(len(pairs), 1), 199):  # + the version row: 200 terms, as get_many
+            chunk = pairs[lo:lo + 199]
+            sql = " UNION ALL ".join([_VERSION_ROW, *["SELECT NULL, grp, key, blob FROM state WHERE grp = ? AND key = ?"]
+                                      * len(chunk)])
+            for v, g, k, b in con.execute(sql, [x for pair in chunk for x in pair]):
+                if g is None:  # chunks are separate reads: if a commit fell between them, cache under no version
+                    version = v if version in (None, v) else -1
+                else:
+                    found[(g, k)] = bytes(b)
+        return (version, writes), [found.get(p) for p in pairs]
 
     def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
         """Blobs for many (group, key) pairs in one query, in the order asked (None where absent)."""
@@ -111,6 +134,11 @@ class SQLiteOnlineStore:
         self._writes += 1
 
 
+_VERSIONED_ONE = ("SELECT (SELECT data_version FROM pragma_data_version()), "
+                  "(SELECT blob FROM state WHERE grp = ? AND key = ?)")
+_VERSION_ROW = "SELECT data_version, NULL, NULL, NULL FROM pragma_data_version()"
+
+
 class RedisOnlineStore:
     """Per-entity state in Redis: one hash per entity key, one field per feature group.
 
@@ -140,6 +168,8 @@ class RedisOnlineStore:
         return None if value is None else bytes(value)
 
     def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        if len(pairs) == 1:  # one command needs no pipeline object (~20 us of redis-py's own work)
+            return [self.get(*pairs[0])]
         pipe = self._redis.pipeline(transaction=False)
         for group, key in pairs:
             pipe.hget(self._hash(key), group)
