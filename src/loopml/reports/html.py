@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def _png(fig: Any) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "—" if v != v else f"{v:.4f}"
+        return "—" if math.isnan(v) else f"{v:.4f}"
     if isinstance(v, list):
         return ", ".join(map(str, v))
     return html.escape(str(v))
@@ -63,11 +64,20 @@ def _page(title: str, body: str) -> str:
 
 def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]], weekly: Sequence[Mapping[str, Any]],
                 decisions: Sequence[Mapping[str, Any]], calibration: Mapping[str, Sequence[float]],
-                quality: Mapping[str, Any] | None = None) -> Path:
+                quality: Mapping[str, Any] | None = None, policy_results: Path | None = None) -> Path:
     """Write the continual-learning report (monthly table, weekly metrics, calibration, decision timeline,
-    data quality, decisions)."""
-    parts = [f"<p class=muted>Project <b>{html.escape(project)}</b>. Every number below comes from the prediction "
-             "log joined with labels as they landed (log and wait).</p>"]
+    data quality, decisions).
+
+    ``policy_results`` is the folder of the 2013 retraining-policy experiment's summary
+    (:mod:`loopml.reports.policies`); for the flights project it defaults to the one committed in a
+    source checkout, and the section says so if the summary is missing.
+    """
+    from loopml.reports.policies import DEFAULT_POLICY_RESULTS, policies_section
+
+    if policy_results is None and project == "flights":
+        policy_results = DEFAULT_POLICY_RESULTS
+    parts = [(f"<p class=muted>Project <b>{html.escape(project)}</b>. Every number below comes from the prediction "
+              "log joined with labels as they landed (log and wait).</p>")]
     parts.append("<h2>Per month</h2>")
     parts.append(_table(months, ["month", "model_version", "predictions", "labelled", "log_loss", "baseline_log_loss",
                                  "auc", "brier"]))
@@ -99,6 +109,7 @@ def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]]
             parts.append(_png(fig))
         parts.append("<p class=muted>Orange lines: a challenger was promoted.</p>")
         parts.append(_table(weekly, ["week", "labelled", "log_loss", "auc", "ece"]))
+    parts.append(policies_section(policy_results, current_weekly=weekly))
     if calibration.get("mean_score"):
         fig, ax = _figure()
         ax.plot([0, 1], [0, 1], linestyle=":", color="gray")
