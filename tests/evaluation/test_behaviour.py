@@ -167,3 +167,54 @@ def test_missing_feature_impact_reports_the_change_when_an_important_group_is_re
     assert flight["mean_abs_change"] == 0.0 and flight["log_loss_change"] == 0.0
     (no_labels,) = missing_feature_impact(models["right"], rows, {"weather": ["precip"]})
     assert no_labels["log_loss_change"] is None and no_labels["mean_abs_change"] == weather["mean_abs_change"]
+
+
+class _Counting:
+    """A model wrapper that records how many rows it was asked to score."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, 0
+        self.features, self.categories = model.features, model.categories
+
+    def predict_frame(self, frame):
+        self.rows += len(frame)
+        return self.model.predict_frame(frame)
+
+    def predict_rows(self, rows):
+        self.rows += len(rows)
+        return self.model.predict_rows(rows)
+
+
+def test_given_scores_and_rescoring_only_changed_rows_give_the_same_results_with_fewer_rows_scored(models, rows):
+    model = models["right"]
+    frame = rows.assign(precip=rows["precip"].where(np.arange(len(rows)) % 4 != 0))  # a quarter missing
+    scores = model.predict_frame(frame)
+    tests = [RAIN, Invariance("flight number is irrelevant", "flight", _shuffle, tolerance=0.01)]
+    plain = run_behaviour_tests(model, frame, tests, sample=1000, seed=2)
+    counting = _Counting(model)
+    assert run_behaviour_tests(counting, frame, tests, sample=1000, seed=2, scores=scores) == plain
+    assert counting.rows == plain[0]["n"] + plain[1]["n"]  # the perturbed rows only, no "before" scoring
+
+    noise = noise_stability(model, frame, ["precip", "hour"], scale=0.05)
+    counting = _Counting(model)
+    assert noise_stability(counting, frame, ["precip", "hour"], scale=0.05, scores=scores) == noise
+    # missing precipitation stays missing, so those rows keep their score without being scored again
+    assert counting.rows == (3000 + 4000) + 4000
+
+    groups = {"weather": ["precip"], "time": ["hour", "distance"]}
+    missing = missing_feature_impact(model, frame, groups, y=frame["y"])
+    counting = _Counting(model)
+    assert missing_feature_impact(counting, frame, groups, y=frame["y"], scores=scores) == missing
+    assert counting.rows == 3000 + 4000
+    with pytest.raises(SchemaError, match=r"one score per row of the frame \(4000\); got shape \(3\,\)"):
+        noise_stability(model, frame, ["hour"], scores=[0.1, 0.2, 0.3])
+
+
+def test_the_sample_is_the_one_frame_sample_draws_whatever_the_index(models, rows):
+    from loopml.evaluation.behaviour import _sample
+
+    frame = rows.set_axis(np.arange(len(rows))[::-1] * 3)  # labels unlike positions
+    got, at = _sample(frame, 700, 11)
+    expected = frame.sample(n=700, random_state=11)
+    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(frame.iloc[at], expected)

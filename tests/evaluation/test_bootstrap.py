@@ -7,7 +7,13 @@ import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, roc_auc_score
 
 from loopml.errors import InvalidConfig, SchemaError
-from loopml.evaluation import binary_metrics, expected_calibration_error, metric_with_ci, metrics_with_ci
+from loopml.evaluation import (
+    binary_metrics,
+    expected_calibration_error,
+    metric_with_ci,
+    metrics_with_ci,
+    scores_with_ci,
+)
 from loopml.evaluation.bootstrap import METRICS, _resample_counts, _statistic
 
 
@@ -130,3 +136,28 @@ def test_errors_name_the_field_and_show_the_value():
         metrics_with_ci(y, p, metrics="brier")
     with pytest.raises(SchemaError, match="y has 10 rows but p has 9"):
         metric_with_ci(y, p[:9], "brier")
+
+
+def test_several_score_vectors_share_one_set_of_draws_and_each_equals_its_own_call():
+    y, p = _with_ties(6, 5000)
+    prior = np.full(len(y), y.mean())
+    noisy = np.clip(p + np.random.default_rng(1).normal(0, 0.1, len(p)), 0, 1)
+    wanted = {"model": METRICS, "prior": ("log_loss", "brier"), "noisy": ("roc_auc", "pr_auc", "ece")}
+    together = scores_with_ci(y, {"model": p, "prior": prior, "noisy": noisy}, metrics=wanted, n_boot=120, seed=4)
+    assert list(together) == ["model", "prior", "noisy"]
+    for name, scores in (("model", p), ("prior", prior), ("noisy", noisy)):
+        assert together[name] == metrics_with_ci(y, scores, metrics=wanted[name], n_boot=120, seed=4)
+    same = scores_with_ci(y, {"a": p, "b": noisy}, metrics=("brier",), n_boot=50)
+    assert same["a"] == metrics_with_ci(y, p, metrics=("brier",), n_boot=50)
+
+
+def test_scores_with_ci_errors_name_the_vector_and_the_field():
+    y, p = _population(7, 20)
+    with pytest.raises(InvalidConfig, match=r"metrics must name the metrics of every score vector \['a', 'b'\]"):
+        scores_with_ci(y, {"a": p, "b": p}, metrics={"a": ("brier",)})
+    with pytest.raises(InvalidConfig, match="scores must map names to score vectors"):
+        scores_with_ci(y, p)
+    with pytest.raises(SchemaError, match=r"y has 20 rows but scores\['b'\] has 19"):
+        scores_with_ci(y, {"a": p, "b": p[:19]}, metrics=("brier",))
+    with pytest.raises(InvalidConfig, match="metric must be one of .*got 'auc'"):
+        scores_with_ci(y, {"a": p}, metrics={"a": ("auc",)})

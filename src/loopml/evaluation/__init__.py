@@ -45,6 +45,7 @@ _WHERE = {
     "noise_stability": "loopml.evaluation.behaviour",
     "reliability_curve": "loopml.evaluation.calibration",
     "run_behaviour_tests": "loopml.evaluation.behaviour",
+    "scores_with_ci": "loopml.evaluation.bootstrap",
     "single_feature_auc": "loopml.evaluation.leakage",
     "slice_metrics": "loopml.evaluation.slices",
     "worst_slices": "loopml.evaluation.slices",

@@ -15,6 +15,10 @@ whose value the perturbation changed, and passes when the share of failing rows 
 ``max_failure_rate``. Two robustness probes complete the set: :func:`noise_stability` (small
 Gaussian noise on numeric features) and :func:`missing_feature_impact` (a whole feature group, such
 as the weather, missing at once, as when a feed is down).
+
+Scoring is the cost: every function takes the frame's scores if the caller has them already
+(``scores=``), and re-scores only the rows whose input a perturbation changed (a row is a function
+of its own features, so the others keep their score).
 """
 
 from __future__ import annotations
@@ -209,8 +213,11 @@ BehaviourTest = Invariance | Directional | MinimumFunctionality
 
 
 def run_behaviour_tests(model: _Model, frame: pd.DataFrame, tests: Sequence[BehaviourTest], *,
-                        sample: int | None = 5000, seed: int = 0) -> list[dict[str, Any]]:
+                        sample: int | None = 5000, seed: int = 0, scores: Any = None) -> list[dict[str, Any]]:
     """Run behavioural tests on up to ``sample`` rows of ``frame`` (all rows when ``sample`` is None).
+
+    ``scores``, if given, are ``model.predict_frame(frame)`` computed already (one per row of
+    ``frame``); the sampled rows' unperturbed scores are then taken from it instead of scored again.
 
     Returns
     -------
@@ -229,7 +236,8 @@ def run_behaviour_tests(model: _Model, frame: pd.DataFrame, tests: Sequence[Beha
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InvalidConfig(f"behaviour test names must be unique; used more than once: {dupes}.")
-    rows = _sample(frame, sample, seed)
+    given = _given_scores(scores, frame)
+    rows, at = _sample(frame, sample, seed)
     before: np.ndarray | None = None
     out = []
     for t in tests:
@@ -237,13 +245,14 @@ def run_behaviour_tests(model: _Model, frame: pd.DataFrame, tests: Sequence[Beha
             out.append(_run_minimum(model, t))
             continue
         if before is None:
-            before = np.asarray(model.predict_frame(rows), dtype=float)
+            before = given[at] if given is not None else np.asarray(model.predict_frame(rows), dtype=float)
         out.append(_run_perturbation(model, rows, before, t))
     return out
 
 
 def noise_stability(
-    model: _Model, frame: pd.DataFrame, features: Sequence[str], *, scale: float = 0.01, seed: int = 0
+    model: _Model, frame: pd.DataFrame, features: Sequence[str], *, scale: float = 0.01, seed: int = 0,
+    scores: Any = None,
 ) -> dict[str, Any]:
     """How much the score moves under Gaussian noise of ``scale`` times each feature's standard deviation.
 
@@ -252,6 +261,7 @@ def noise_stability(
     "max_abs_change"}``) with that feature alone noised by the same draws. Missing values stay missing.
     A feature with a point mass (no precipitation on most days) can move a lot under tiny noise when
     a split sits just above the mass: the probe then shows how sharp that split is.
+    ``scores`` may give ``model.predict_frame(frame)`` if it is known already.
     """
     if not _is_number(scale) or not scale > 0:
         raise InvalidConfig(f"scale must be a positive multiple of each feature's standard deviation; "
@@ -263,7 +273,8 @@ def noise_stability(
         if f in getattr(model, "categories", {}) or not pd.api.types.is_numeric_dtype(frame[f]):
             raise SchemaError(f"noise_stability: feature {f!r} must be numeric; got dtype {frame[f].dtype}.")
     rng = np.random.default_rng(seed)
-    before = np.asarray(model.predict_frame(frame), dtype=float)
+    given = _given_scores(scores, frame)
+    before = given if given is not None else np.asarray(model.predict_frame(frame), dtype=float)
     noisy = {}
     for f in features:
         values = frame[f].astype("float64")
@@ -271,20 +282,22 @@ def noise_stability(
         noisy[f] = values.to_numpy() + rng.normal(0.0, scale * np.nan_to_num(sd), size=len(frame))
     per_feature = []
     for f in features:
-        change = np.abs(model.predict_frame(frame.assign(**{f: noisy[f]})) - before)
+        change = np.abs(_rescored(model, frame, before, {f: noisy[f]}) - before)
         per_feature.append({"feature": f, **_abs_stats(change)})
-    change = np.abs(model.predict_frame(frame.assign(**noisy)) - before)
+    change = np.abs(_rescored(model, frame, before, noisy) - before)
     return {"scale": scale, "n": len(frame), **_abs_stats(change), "per_feature": per_feature}
 
 
 def missing_feature_impact(
-    model: _Model, frame: pd.DataFrame, groups: Mapping[str, Sequence[str]], *, y: Any = None
+    model: _Model, frame: pd.DataFrame, groups: Mapping[str, Sequence[str]], *, y: Any = None,
+    scores: Any = None,
 ) -> list[dict[str, Any]]:
     """Score change when each group of features is missing at once (a feed down, say).
 
     Returns, per group in order, ``{"group", "features", "mean_abs_change", "max_abs_change",
     "log_loss_before", "log_loss_after", "log_loss_change"}``; the log-loss fields are None unless
-    binary labels ``y`` (aligned with ``frame``) are given.
+    binary labels ``y`` (aligned with ``frame``) are given. ``scores`` may give
+    ``model.predict_frame(frame)`` if it is known already.
     """
     if not groups:
         raise InvalidConfig("groups must map at least one group name to its features; got none.")
@@ -293,15 +306,17 @@ def missing_feature_impact(
             raise InvalidConfig(f"group {group!r} must list its features; got {feats!r}.")
         for f in feats:
             _require_feature(model, frame, f, f"group {group!r}")
-    before = np.asarray(model.predict_frame(frame), dtype=float)
+    given = _given_scores(scores, frame)
+    before = given if given is not None else np.asarray(model.predict_frame(frame), dtype=float)
     labels = None
     if y is not None:
         labels, _ = _binary_inputs(y, before)
     cats = getattr(model, "categories", {})
     out = []
     for group, feats in groups.items():
-        blank = {f: np.full(len(frame), None, dtype=object) if f in cats else np.nan for f in feats}
-        after = np.asarray(model.predict_frame(frame.assign(**blank)), dtype=float)
+        blank = {f: np.full(len(frame), None, dtype=object) if f in cats else np.full(len(frame), np.nan)
+                 for f in feats}
+        after = _rescored(model, frame, before, blank)
         row: dict[str, Any] = {"group": group, "features": list(feats), **_abs_stats(np.abs(after - before)),
                                "log_loss_before": None, "log_loss_after": None, "log_loss_change": None}
         if labels is not None:
@@ -312,14 +327,39 @@ def missing_feature_impact(
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _sample(frame: pd.DataFrame, sample: int | None, seed: int) -> pd.DataFrame:
+def _sample(frame: pd.DataFrame, sample: int | None, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """``frame.sample(n=sample, random_state=seed)`` (or all of ``frame``) and the rows' positions in ``frame``."""
+    everything = np.arange(len(frame))
     if sample is None:
-        return frame
+        return frame, everything
     if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1:
         raise InvalidConfig(f"sample must be a positive number of rows or None; got {sample!r}.")
     if len(frame) <= sample:
-        return frame
-    return frame.sample(n=int(sample), random_state=seed)
+        return frame, everything
+    # the same draw as frame.sample(...): pandas samples positions, whatever the index holds
+    at = pd.Series(everything).sample(n=int(sample), random_state=seed).to_numpy()
+    return frame.iloc[at], at
+
+
+def _given_scores(scores: Any, frame: pd.DataFrame) -> np.ndarray | None:
+    if scores is None:
+        return None
+    arr = np.asarray(scores, dtype=float)
+    if arr.shape != (len(frame),):
+        raise SchemaError(f"scores must hold one score per row of the frame ({len(frame)}); got shape {arr.shape}.")
+    return arr
+
+
+def _rescored(model: _Model, frame: pd.DataFrame, before: np.ndarray, new: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Scores of ``frame`` with the columns in ``new`` replaced, scoring only the rows whose values changed."""
+    changed = np.zeros(len(frame), dtype=bool)
+    for f, values in new.items():
+        changed |= ~_same(frame[f], pd.Series(values, index=frame.index))
+    after = before.copy()
+    if changed.any():
+        moved = frame.iloc[np.flatnonzero(changed)]
+        after[changed] = model.predict_frame(moved.assign(**{f: v[changed] for f, v in new.items()}))
+    return after
 
 
 def _require_feature(model: _Model, frame: pd.DataFrame, feature: str, who: str) -> None:

@@ -8,11 +8,15 @@ tied-score groups for ROC AUC (the rank formula) and average precision, and sums
 for ECE. A thousand resamples of 30,000 rows take under a second per metric.
 
 All metrics asked for in one call share the same resamples, so their intervals are paired.
+:func:`scores_with_ci` evaluates several score vectors for the same labels (a model and its
+baselines) in one pass: the count matrices are drawn once and applied to each vector, so each
+result is exactly what :func:`metrics_with_ci` returns for that vector alone with the same seed, at
+the cost of one set of draws.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,14 +24,16 @@ import numpy as np
 from loopml.errors import InvalidConfig
 from loopml.evaluation.calibration import _bin_ids, _binary_inputs, _check_choice, _row_log_loss
 
-__all__ = ["METRICS", "metric_with_ci", "metrics_with_ci"]
+__all__ = ["METRICS", "metric_with_ci", "metrics_with_ci", "scores_with_ci"]
 
 METRICS: tuple[str, ...] = ("log_loss", "roc_auc", "pr_auc", "brier", "accuracy", "ece")
 """Metric names :func:`metric_with_ci` understands."""
 
 _BLOCK_CELLS = 2**18  # entries of W per block: 2 MB of float64, so the temporaries stay in cache
 
-_Stat = Callable[[np.ndarray], np.ndarray]  # count matrix (b, n) -> metric per resample (b,)
+# count matrix (b, n), optional per-block cache shared by the metrics of one score vector
+# -> metric per resample (b,)
+_Stat = Callable[..., np.ndarray]
 
 
 def metric_with_ci(
@@ -119,7 +125,113 @@ def metrics_with_ci(
         ``{name: {"value": float, "ci": [lo, hi]}}`` in the order of ``metrics``. Each entry equals what
         ``metric_with_ci`` returns for that name with the same seed.
     """
-    y, p = _binary_inputs(y, p)
+    return scores_with_ci(y, {"": p}, metrics=metrics, n_boot=n_boot, level=level, seed=seed,
+                          threshold=threshold, n_bins=n_bins, strategy=strategy)[""]
+
+
+def scores_with_ci(
+    y: Any,
+    scores: Mapping[str, Any],
+    *,
+    metrics: Sequence[str] | Mapping[str, Sequence[str]] = METRICS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | None = 0,
+    threshold: float = 0.5,
+    n_bins: int = 10,
+    strategy: str = "uniform",
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """:func:`metrics_with_ci` for several score vectors of the same labels, drawing the resamples once.
+
+    Parameters
+    ----------
+    y
+        Binary labels (0/1).
+    scores
+        ``{name: probabilities}``, each aligned with ``y`` (a model, its baselines, the champion).
+    metrics
+        The metric names for every vector, or ``{name: metric names}`` per vector.
+    n_boot, level, seed, threshold, n_bins, strategy
+        As for :func:`metric_with_ci`.
+
+    Returns
+    -------
+    dict
+        ``{name: {metric: {"value": float, "ci": [lo, hi]}}}``; each ``result[name]`` equals
+        ``metrics_with_ci(y, scores[name], metrics=..., seed=seed, ...)``. A resample is a count per
+        row of the vector's rows sorted by its own score, as in :func:`metrics_with_ci`, so the intervals
+        of two vectors are not paired row by row.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(size=2000)
+    >>> y = rng.uniform(size=2000) < p
+    >>> both = scores_with_ci(y, {"model": p, "prior": np.full(2000, y.mean())},
+    ...                       metrics={"model": ("brier", "roc_auc"), "prior": ("brier",)}, n_boot=200)
+    >>> both["model"]["brier"] == metric_with_ci(y, p, "brier", n_boot=200)
+    True
+    """
+    if isinstance(scores, str) or not isinstance(scores, Mapping) or len(scores) == 0:
+        raise InvalidConfig(f"scores must map names to score vectors (e.g. {{'model': p}}); got {scores!r}.")
+    if isinstance(metrics, Mapping):
+        unknown = sorted(set(metrics) - set(scores), key=str)
+        absent = [name for name in scores if name not in metrics]
+        if unknown or absent:
+            raise InvalidConfig(f"metrics must name the metrics of every score vector {list(scores)} and no "
+                                f"other; got metrics for {list(metrics)}.")
+        wanted = {name: metrics[name] for name in scores}
+    else:
+        wanted = dict.fromkeys(scores, metrics)
+    for names in wanted.values():
+        _check_metric_names(names)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise InvalidConfig(f"n_boot must be a positive integer; got {n_boot!r}.")
+    if not 0 < level < 1:
+        raise InvalidConfig(f"level must lie strictly between 0 and 1 (e.g. 0.95); got {level!r}.")
+    if not 0 <= threshold <= 1:
+        raise InvalidConfig(f"threshold must lie in [0, 1]; got {threshold!r}.")
+
+    vectors = []  # per score vector: its metric functions, evaluated on each block of count matrices
+    for key, p in scores.items():
+        yk, pk = _binary_inputs(y, p, p_name="p" if key == "" else f"scores[{key!r}]")
+        order = np.argsort(pk, kind="stable")  # every metric ignores row order, so sort once by score
+        yk, pk = yk[order], pk[order]
+        vectors.append({
+            name: _statistic(name, yk, pk, threshold=threshold, n_bins=n_bins, strategy=strategy)
+            for name in dict.fromkeys(wanted[key])
+        })
+
+    n = len(yk)
+    full = np.ones((1, n))
+    values = [{name: float(stat(full)[0]) for name, stat in stats.items()} for stats in vectors]
+    boots: list[dict[str, list[np.ndarray]]] = [{name: [] for name in stats} for stats in vectors]
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_CELLS // n)
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        w = _resample_counts(rng, b, n)
+        for stats, draws in zip(vectors, boots, strict=True):
+            cache: dict[str, Any] = {}  # tied-score group counts, shared by ROC AUC and average precision
+            for name, stat in stats.items():
+                draws[name].append(stat(w, cache))
+
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, value, draws_of in zip(scores, values, boots, strict=True):
+        out[key] = {}
+        for name in wanted[key]:
+            draws = np.concatenate(draws_of[name])
+            draws = draws[np.isfinite(draws)]
+            if np.isnan(value[name]) or len(draws) == 0:
+                ci = [float("nan"), float("nan")]
+            else:
+                ci = [float(v) for v in np.quantile(draws, [lo_q, hi_q])]
+            out[key][name] = {"value": value[name], "ci": ci}
+    return out
+
+
+def _check_metric_names(metrics: Any) -> None:
     if isinstance(metrics, str):
         raise InvalidConfig(
             f"metrics must be a sequence of names; got the string {metrics!r}. Use ({metrics!r},)."
@@ -128,43 +240,6 @@ def metrics_with_ci(
         raise InvalidConfig(f"metrics is empty; give at least one of {list(METRICS)}.")
     for name in metrics:
         _check_choice("metric", name, METRICS)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise InvalidConfig(f"n_boot must be a positive integer; got {n_boot!r}.")
-    if not 0 < level < 1:
-        raise InvalidConfig(f"level must lie strictly between 0 and 1 (e.g. 0.95); got {level!r}.")
-    if not 0 <= threshold <= 1:
-        raise InvalidConfig(f"threshold must lie in [0, 1]; got {threshold!r}.")
-
-    order = np.argsort(p, kind="stable")  # every metric ignores row order, so sort once by score
-    y, p = y[order], p[order]
-    stats = {
-        name: _statistic(name, y, p, threshold=threshold, n_bins=n_bins, strategy=strategy)
-        for name in dict.fromkeys(metrics)
-    }
-
-    n = len(y)
-    full = np.ones((1, n))
-    values = {name: float(stat(full)[0]) for name, stat in stats.items()}
-    boots: dict[str, list[np.ndarray]] = {name: [] for name in stats}
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_CELLS // n)
-    for start in range(0, n_boot, block):
-        b = min(block, n_boot - start)
-        w = _resample_counts(rng, b, n)
-        for name, stat in stats.items():
-            boots[name].append(stat(w))
-
-    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
-    out: dict[str, dict[str, Any]] = {}
-    for name in metrics:
-        draws = np.concatenate(boots[name])
-        draws = draws[np.isfinite(draws)]
-        if np.isnan(values[name]) or len(draws) == 0:
-            ci = [float("nan"), float("nan")]
-        else:
-            ci = [float(v) for v in np.quantile(draws, [lo_q, hi_q])]
-        out[name] = {"value": values[name], "ci": ci}
-    return out
 
 
 def _resample_counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
@@ -193,7 +268,10 @@ def _statistic(
 
 
 def _weighted_mean(values: np.ndarray, n: int) -> _Stat:
-    return lambda w: w @ values / n
+    def stat(w: np.ndarray, cache: dict[str, Any] | None = None) -> np.ndarray:
+        return w @ values / n
+
+    return stat
 
 
 def _starts(sorted_keys: np.ndarray) -> np.ndarray:
@@ -201,8 +279,17 @@ def _starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
 
 
-def _group_counts(w: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positives and rows drawn per group of tied scores (groups are contiguous runs of the sorted rows)."""
+def _group_counts(w: np.ndarray, y: np.ndarray, starts: np.ndarray,
+                  cache: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and rows drawn per group of tied scores (groups are contiguous runs of the sorted rows).
+
+    With a ``cache`` (one per count matrix and score vector) the result is computed once and shared;
+    callers must not modify the arrays.
+    """
+    if cache is not None:
+        if "groups" not in cache:
+            cache["groups"] = _group_counts(w, y, starts)
+        return cache["groups"]
     pos = w * y
     if len(starts) < w.shape[1]:  # without ties every row is its own group
         return np.add.reduceat(pos, starts, axis=1), np.add.reduceat(w, starts, axis=1)
@@ -210,8 +297,8 @@ def _group_counts(w: np.ndarray, y: np.ndarray, starts: np.ndarray) -> tuple[np.
 
 
 def _roc_auc(y: np.ndarray, ties: np.ndarray) -> _Stat:
-    def stat(w: np.ndarray) -> np.ndarray:
-        pos, drawn = _group_counts(w, y, ties)  # ascending scores
+    def stat(w: np.ndarray, cache: dict[str, Any] | None = None) -> np.ndarray:
+        pos, drawn = _group_counts(w, y, ties, cache)  # ascending scores
         neg = drawn - pos
         n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
         # Mann-Whitney: a positive beats the negatives below it and ties with half of those level with it,
@@ -227,8 +314,8 @@ def _roc_auc(y: np.ndarray, ties: np.ndarray) -> _Stat:
 
 
 def _average_precision(y: np.ndarray, ties: np.ndarray) -> _Stat:
-    def stat(w: np.ndarray) -> np.ndarray:
-        pos, drawn = _group_counts(w, y, ties)
+    def stat(w: np.ndarray, cache: dict[str, Any] | None = None) -> np.ndarray:
+        pos, drawn = _group_counts(w, y, ties, cache)
         pos, drawn = pos[:, ::-1], drawn[:, ::-1]  # thresholds from the highest score down
         precision = np.cumsum(pos, axis=1)
         called = np.cumsum(drawn, axis=1)
@@ -243,7 +330,7 @@ def _average_precision(y: np.ndarray, ties: np.ndarray) -> _Stat:
 
 
 def _ece(y: np.ndarray, p: np.ndarray, bins: np.ndarray, n: int) -> _Stat:
-    def stat(w: np.ndarray) -> np.ndarray:
+    def stat(w: np.ndarray, cache: dict[str, Any] | None = None) -> np.ndarray:
         # sum_b (n_b / n) |mean p_b - mean y_b| == sum_b |sum p_b - sum y_b| / n
         gap = np.add.reduceat(w * p, bins, axis=1) - np.add.reduceat(w * y, bins, axis=1)
         return np.abs(gap).sum(axis=1) / n

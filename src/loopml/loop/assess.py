@@ -1,5 +1,11 @@
 """Evaluate a registered version on a window: metrics with intervals beside baselines and the champion,
-calibration, conformal coverage, slices and promotion gates. Used by ``loopml evaluate``."""
+calibration, conformal coverage, slices and promotion gates. Used by ``loopml evaluate``.
+
+The expensive steps are done once and shared: one point-in-time dataset covers the conformal
+calibration window and the evaluated window (they are adjacent), scored in one call; the bootstrap
+draws its resamples once for the model and its baselines; the behavioural and robustness probes reuse
+the window's scores for their unperturbed rows and score only the rows a perturbation changed.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +24,17 @@ from loopml.evaluation import (
     SplitConformalClassifier,
     compare_slices,
     coverage_report,
-    leakage_report,
-    run_behaviour_tests,
     expected_calibration_error,
-    metrics_with_ci,
+    leakage_report,
     missing_feature_impact,
     noise_stability,
     reliability_curve,
+    run_behaviour_tests,
+    scores_with_ci,
     slice_metrics,
     worst_slices,
 )
+from loopml.evaluation.bootstrap import METRICS
 from loopml.evaluation.gates import Gates, check_gates
 from loopml.events.log import EventLog
 from loopml.project import Project
@@ -38,6 +45,7 @@ __all__ = ["Gates", "evaluate_version", "score_window"]
 
 SLICE_COLUMNS = ("carrier", "origin", "month", "sched_dep_hour_local", "distance")
 BANDS = {"sched_dep_hour_local": [0, 6, 12, 18, 24], "distance": [0, 500, 1000, 2000, 5000]}
+CALIBRATION_DAYS = 30
 
 
 def score_window(project: Project, log: EventLog, model: GBMModel, start: datetime, end: datetime) -> pd.DataFrame:
@@ -52,38 +60,40 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
                      seed: int = 0) -> dict[str, Any]:
     """Everything a careful reviewer asks before a model goes out, as one JSON-able document.
 
-    ``gates`` defaults to the project's (``Project.gates``). ``timings`` gives seconds per stage.
+    ``gates`` defaults to the project's (``Project.gates``). ``timings`` gives wall seconds per stage and
+    ``cpu_timings`` this process's CPU seconds (all threads) per stage.
     """
     gates = Gates.coerce(gates if gates is not None else project.gates)
-    clock, timings = time.perf_counter(), {}
+    clock, cpu, timings, cpu_timings = time.perf_counter(), time.process_time(), {}, {}
 
     def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = round(now - clock, 3)
-        clock = now
+        nonlocal clock, cpu
+        now, now_cpu = time.perf_counter(), time.process_time()
+        timings[stage], cpu_timings[stage] = round(now - clock, 3), round(now_cpu - cpu, 3)
+        clock, cpu = now, now_cpu
     name, label = project.name, project.label.name
     mv, model = registry.load(name, ref)
-    frame = score_window(project, log, model, start, end)
+    # the conformal calibration window ends where the evaluated one starts: build and score both at once
+    cal_start = start - timedelta(days=CALIBRATION_DAYS)
+    both = score_window(project, log, model, cal_start, end)
+    in_window = (both[project.spine.time_column] >= _utc(start)).to_numpy()
+    frame, cal = both[in_window], both[~in_window]
     rows = frame[frame[label].notna()].reset_index(drop=True)
     if len(rows) == 0:
         raise InvalidConfig(f"no labelled rows between {start.isoformat()} and {end.isoformat()}")
     y = rows[label].astype(float).to_numpy()
     p = rows["score"].to_numpy(float)
     lap("features_and_scoring")
-    metrics = metrics_with_ci(y, p, n_boot=n_boot, seed=seed)
 
     # baselines fitted on the version's own training window
     train = build_dataset(log, project, pd.Timestamp(mv.train_from).to_pydatetime(), pd.Timestamp(mv.train_to).to_pydatetime(),
                           features=[])
     known = train[train[label].notna()]
     y_train = known[label].astype(float).to_numpy()
-    baselines = {
-        "prior": metrics_with_ci(y, PriorBaseline().fit(y_train).predict(len(y)), n_boot=n_boot, seed=seed,
-                                 metrics=("log_loss", "brier")),
-        "carrier_rate": metrics_with_ci(y, GroupRateBaseline("carrier").fit(known, y_train).predict(rows), n_boot=n_boot,
-                                        seed=seed, metrics=("log_loss", "roc_auc", "brier")),
-    }
+    scores = {"model": p, "prior": PriorBaseline().fit(y_train).predict(len(y)),
+              "carrier_rate": GroupRateBaseline("carrier").fit(known, y_train).predict(rows)}
+    wanted: dict[str, tuple[str, ...]] = {"model": METRICS, "prior": ("log_loss", "brier"),
+                                          "carrier_rate": ("log_loss", "roc_auc", "brier")}
     champion_p = None
     try:
         champ_v = registry.resolve(name, Registry.CHAMPION)
@@ -91,9 +101,14 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         champ_v = None
     if champ_v is not None and champ_v != mv.version:
         _, champion = registry.load(name, champ_v)
-        champion_p = champion.predict_frame(rows)
-        baselines["champion"] = {"version": champ_v, **metrics_with_ci(y, champion_p, n_boot=n_boot, seed=seed,
-                                                                       metrics=("log_loss", "roc_auc", "brier", "ece"))}
+        champion_p = scores["champion"] = champion.predict_frame(rows)
+        wanted["champion"] = ("log_loss", "roc_auc", "brier", "ece")
+    # one set of bootstrap draws for all: each result is what metrics_with_ci gives for that vector alone
+    with_ci = scores_with_ci(y, scores, metrics=wanted, n_boot=n_boot, seed=seed)
+    metrics = with_ci.pop("model")
+    baselines: dict[str, Any] = {"prior": with_ci["prior"], "carrier_rate": with_ci["carrier_rate"]}
+    if champion_p is not None:
+        baselines["champion"] = {"version": champ_v, **with_ci["champion"]}
 
     lap("metrics_and_baselines")
     curve = reliability_curve(y, p, n_bins=10)
@@ -109,14 +124,14 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     if calibration["recalibration"] is not None:
         raw = model.predict_raw_frame(rows)
         calibration["ece_uniform_before_recalibration"] = expected_calibration_error(y, raw, n_bins=10)
-    conformal = _conformal(project, log, model, start, rows, y, p, alpha)
+    conformal = _conformal(project, cal, cal_start, start, rows, y, p, alpha)
     lap("calibration_and_conformal")
     slices_all = slice_metrics(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
     worst = worst_slices(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
 
     lap("slices")
-    behaviour = run_behaviour_tests(model, rows, project.behaviour) if project.behaviour else []
-    robustness = _robustness(project, model, rows, y)
+    behaviour = run_behaviour_tests(model, rows, project.behaviour, scores=p) if project.behaviour else []
+    robustness = _robustness(project, model, rows, y, p)
     lap("behaviour_and_robustness")
     categorical = [c for c in project.categorical if c in model.features]
     leakage = leakage_report(rows, y, model.features, train_window=(mv.train_from, mv.train_to),
@@ -139,28 +154,33 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     lap("gates")
     return {
         "model": name, "model_version": mv.version, "window": [start.isoformat(), end.isoformat()],
-        "n": int(len(rows)), "unlabelled": int(len(frame) - len(rows)),
+        "n": len(rows), "unlabelled": int(len(frame) - len(rows)),
         "metrics": metrics, "baselines": baselines, "calibration": calibration,
         "conformal": conformal, "slices": {"by_value": slices_all, "worst": worst},
         "behaviour": behaviour, "robustness": robustness, "leakage": leakage, "explanations": explanations,
         "curves": curves, "gate_policy": gates.to_dict(),
         "gates": gate_results, "passed": all(g["passed"] for g in gate_results), "timings": timings,
+        "cpu_timings": cpu_timings,
     }
 
 
-def _conformal(project: Project, log: EventLog, model: GBMModel, start: datetime, rows: pd.DataFrame,
+def _utc(t: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(t)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+
+
+def _conformal(project: Project, cal: pd.DataFrame, cal_start: datetime, start: datetime, rows: pd.DataFrame,
                y: np.ndarray, p: np.ndarray, alpha: float) -> dict[str, Any]:
-    """Split conformal sets (LAC, marginal and Mondrian by origin) calibrated on the 30 days before the window."""
+    """Split conformal sets (LAC, marginal and Mondrian by origin) calibrated on ``cal`` (scored rows of the
+    ``CALIBRATION_DAYS`` before the window)."""
     label = project.label.name
-    cal_start = start - timedelta(days=30)
-    cal = build_dataset(log, project, cal_start, start)
     cal = cal[cal[label].notna()]
-    proba_cal = _two_class(model.predict_frame(cal))
+    proba_cal = _two_class(cal["score"].to_numpy(float))
     y_cal = cal[label].astype(int).to_numpy()
     proba = _two_class(p)
     y_int = y.astype(int)
     out: dict[str, Any] = {"alpha": alpha, "score": "lac", "calibration_window": [cal_start.isoformat(), start.isoformat()],
-                           "calibration_rows": int(len(cal))}
+                           "calibration_rows": len(cal)}
     marginal = SplitConformalClassifier(alpha=alpha, score="lac").fit(proba_cal, y_cal)
     out["marginal"] = coverage_report(marginal.predict_sets(proba), y_int, groups=rows["origin"].to_numpy())
     mondrian = SplitConformalClassifier(alpha=alpha, score="lac").fit(proba_cal, y_cal, groups=cal["origin"].to_numpy())
@@ -178,11 +198,12 @@ def _two_class(p: np.ndarray) -> np.ndarray:
     return np.column_stack([1 - p, p])
 
 
-def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, *,
+def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, p: np.ndarray, *,
                 sample: int = 1000) -> dict[str, Any]:
     """Score stability under 1% noise on numeric features, and the cost of each source's features going missing."""
     take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
-    y_take = y[rows.index.get_indexer(take.index)]
+    at = rows.index.get_indexer(take.index)
+    y_take, p_take = y[at], p[at]
     take = take.reset_index(drop=True)
     numeric = [f for f in model.features if f not in model.categories and pd.api.types.is_numeric_dtype(take[f])]
     by_source: dict[str, list[str]] = {}
@@ -190,9 +211,9 @@ def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.nda
         source = getattr(f, "source", "request")
         if f.name in model.features:
             by_source.setdefault(source, []).append(f.name)
-    return {"noise": noise_stability(model, take, numeric, scale=0.01) if numeric else None,
+    return {"noise": noise_stability(model, take, numeric, scale=0.01, scores=p_take) if numeric else None,
             "missing_source": missing_feature_impact(model, take, {f"{s} feed down": fs for s, fs in by_source.items()},
-                                                     y=y_take)}
+                                                     y=y_take, scores=p_take)}
 
 
 def _explanations(model: GBMModel, rows: pd.DataFrame, *, sample: int = 200) -> dict[str, Any]:
@@ -201,7 +222,7 @@ def _explanations(model: GBMModel, rows: pd.DataFrame, *, sample: int = 200) -> 
     contrib = model.contributions_frame(take)
     mean_abs = contrib.drop(columns="bias").abs().mean().sort_values(ascending=False)
     return {"gain": dict(sorted(model.importance("gain").items(), key=lambda kv: -kv[1])),
-            "mean_abs_shap": {k: float(v) for k, v in mean_abs.items()}, "shap_rows": int(len(take)),
+            "mean_abs_shap": {k: float(v) for k, v in mean_abs.items()}, "shap_rows": len(take),
             "note": "SHAP values (LightGBM pred_contrib) are contributions to the raw log-odds, before recalibration"}
 
 
