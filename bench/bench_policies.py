@@ -201,6 +201,24 @@ def plot(weekly: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def decisions_table(docs: dict[str, dict]) -> pd.DataFrame:
+    """Every challenger's holdout evidence: log loss and ECE of challenger and champion, gates failed."""
+    rows = []
+    for policy, doc in docs.items():
+        for d in doc["decisions"]:
+            if d["kind"] not in ("promoted", "rejected") or not d["details"]:
+                continue
+            ev = d["details"].get("evidence", d["details"]) if d["kind"] == "promoted" else d["details"]
+            if "challenger" not in ev:
+                continue  # the replay's first champion
+            ece = next((g for g in ev.get("gates", []) if g["gate"] == "ece"), {})
+            rows.append({"policy": policy, "at": str(d["at"])[:10], "decision": d["kind"],
+                         "challenger_ll": ev["challenger"]["log_loss"], "champion_ll": ev["champion"]["log_loss"],
+                         "challenger_ece": ece.get("value"), "ece_limit": ece.get("threshold"),
+                         "failed": "+".join(ev.get("failed_gates", []))})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     if "BENCH_POLICIES_SHA" not in os.environ:
         _reexec_from_snapshot()
@@ -241,6 +259,8 @@ def main() -> None:
         include_groups=False).unstack("policy")
     print("\ndelay rate and mean served score per month (by week start):")
     print(monthly.to_string(float_format=lambda v: f"{v:.3f}"))
+    print("\nevery challenger on its 7-day holdout (ece_limit = max(max_ece, champion's ECE on the same rows)):")
+    print(decisions_table(docs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     base = table.set_index("policy")["log_loss"]
     best = base.idxmin()
     print(f"\nbest overall log loss: {best} ({base[best]:.4f} vs static {base['static']:.4f}, "
