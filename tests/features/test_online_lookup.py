@@ -117,8 +117,8 @@ def test_reader_without_cache_reads_the_store_on_every_lookup_and_agrees_with_th
     uncached = OnlineExecutor(p.features, store=uncached_store)
     uncached.decode_cache_size = 0
     reads = []
-    real = uncached_store.get_many_versioned
-    monkeypatch.setattr(uncached_store, "get_many_versioned", lambda pairs: reads.append(1) or real(pairs))
+    real = uncached_store.get_many
+    monkeypatch.setattr(uncached_store, "get_many", lambda pairs: reads.append(1) or real(pairs))
     requests = _requests(flights_ws, p, t, n=30)
     for _ in range(2):
         for r in requests:

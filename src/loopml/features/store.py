@@ -159,18 +159,28 @@ class RedisOnlineStore:
         self.url = url
         self.namespace = namespace
         self._redis: Any = redis.Redis.from_url(url)
+        self._local = threading.local()
+
+    def _reader(self) -> Any:
+        """This thread's own connection for lookups: no pool checkout per command (~15 us of a ~50 us read)."""
+        r = getattr(self._local, "redis", None)
+        if r is None:
+            import redis
+
+            r = self._local.redis = redis.Redis.from_url(self.url, single_connection_client=True)
+        return r
 
     def _hash(self, key: str) -> str:
         return f"{self.namespace}:e:{key}"
 
     def get(self, group: str, key: str) -> bytes | None:
-        value = self._redis.hget(self._hash(key), group)
+        value = self._reader().hget(self._hash(key), group)
         return None if value is None else bytes(value)
 
     def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
         if len(pairs) == 1:  # one command needs no pipeline object (~20 us of redis-py's own work)
             return [self.get(*pairs[0])]
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._reader().pipeline(transaction=False)
         for group, key in pairs:
             pipe.hget(self._hash(key), group)
         return [None if v is None else bytes(v) for v in pipe.execute()]
