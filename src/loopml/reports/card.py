@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import io
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loopml.reports.html import _figure, _page, _png
+from loopml.reports.html import _page
 
 __all__ = ["evaluation_report", "model_card"]
 
 
 def _ci(m: Mapping[str, Any]) -> str:
     lo, hi = m["ci"]
-    return f"{m['value']:.4f} (95% CI {lo:.4f}–{hi:.4f})" if lo == lo else f"{m['value']:.4f}"
+    return f"{m['value']:.4f} (95% CI {lo:.4f}–{hi:.4f})" if not math.isnan(lo) else f"{m['value']:.4f}"
 
 
 def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any], *, intended_use: str = "",
@@ -23,8 +26,8 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
     lines = [f"# Model card: {project} v{version['version']}", ""]
     lines += ["## Intended use", intended_use or "(not declared in the project)", ""]
     lines += ["## Training data",
-              f"- window: {version.get('train_from')} to {version.get('train_to')} "
-              f"(labels available by {version.get('label_cutoff')})",
+              (f"- window: {version.get('train_from')} to {version.get('train_to')} "
+              f"(labels available by {version.get('label_cutoff')})"),
               f"- sources: {', '.join(sources or [])}",
               f"- feature definitions sha256: `{version.get('feature_hash')}`",
               f"- code version (git): `{version.get('git_commit')}`", ""]
@@ -36,8 +39,8 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
         parts = [f"{k} {_ci(v)}" for k, v in b.items() if isinstance(v, Mapping) and "ci" in v]
         lines.append(f"- {name}: " + "; ".join(parts))
     c = doc["calibration"]
-    lines += ["", "## Calibration", f"- ECE (10 equal-width bins): {c['ece_uniform']:.4f}; "
-              f"equal-mass bins: {c['ece_quantile']:.4f}"]
+    lines += ["", "## Calibration", (f"- ECE (10 equal-width bins): {c['ece_uniform']:.4f}; "
+              f"equal-mass bins: {c['ece_quantile']:.4f}")]
     rec = c.get("recalibration")
     if rec:
         lines.append(f"- recalibrator stored with this version and applied at serving: **{rec['kind']}** "
@@ -48,10 +51,10 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
         lines.append("- no recalibrator: scores are LightGBM's own probabilities")
     lines.append("")
     cf = doc["conformal"]
-    lines += ["## Conformal prediction sets", f"- alpha {cf['alpha']} ({cf['score']} score), calibrated on "
-              f"{cf['calibration_window'][0][:10]}..{cf['calibration_window'][1][:10]}",
-              f"- empirical coverage {cf['coverage']:.3f} (nominal {1 - cf['alpha']:.2f}), mean set size "
-              f"{cf['mean_set_size']:.2f}", f"- {cf['note']}", ""]
+    lines += ["## Conformal prediction sets", (f"- alpha {cf['alpha']} ({cf['score']} score), calibrated on "
+              f"{cf['calibration_window'][0][:10]}..{cf['calibration_window'][1][:10]}"),
+              (f"- empirical coverage {cf['coverage']:.3f} (nominal {1 - cf['alpha']:.2f}), mean set size "
+              f"{cf['mean_set_size']:.2f}"), f"- {cf['note']}", ""]
     worst = doc["slices"]["worst"]
     lines += ["## Slices", "Slices significantly worse than the rest (Welch test, Benjamini–Hochberg):" if worst
               else "No slice is significantly worse than the rest."]
@@ -82,10 +85,29 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
               f"{float(g['threshold']):.4f})" for g in doc["gates"]]
     lines += ["", "## Known limitations",
               "- Trained and evaluated on 2013 flights from New York's three airports only.",
-              "- Performance drifts with season and weather; conformal coverage assumes exchangeability, which "
-              "time order breaks.",
+              ("- Performance drifts with season and weather; conformal coverage assumes exchangeability, which "
+              "time order breaks."),
               "- Cancelled and diverted flights count as delayed; the model does not separate them.", ""]
     return "\n".join(lines)
+
+
+def _figure(ncols: int = 1, **margins: float) -> tuple[Any, Any]:
+    """A figure for one row of plots, drawn by Agg without pyplot (no global figure registry).
+
+    ``margins`` go to ``subplots_adjust``: fixed margins chosen per plot for its labels, since an
+    automatic layout (tight or constrained) draws every text once more to measure it.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    fig.subplots_adjust(**{"left": 0.08, "right": 0.98, "bottom": 0.14, "top": 0.9, **margins})
+    return fig, fig.subplots(1, ncols)
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def _gate_table(gates: list[Mapping[str, Any]]) -> str:
@@ -107,7 +129,7 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
     parts.append(_png(fig))
     curves = doc.get("curves")
     if curves:
-        fig, (ax1, ax2) = _figure(ncols=2)
+        fig, (ax1, ax2) = _figure(ncols=2, wspace=0.25)
         ax1.plot([0, 1], [0, 1], linestyle=":", color="gray")
         ax1.plot(curves["roc"]["fpr"], curves["roc"]["tpr"])
         ax1.set_xlabel("false positive rate")
@@ -123,7 +145,7 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
         parts.append(_png(fig))
     slices = [s for s in doc["slices"]["by_value"] if s["column"] in ("carrier", "origin")]
     if slices:
-        fig, ax = _figure()
+        fig, ax = _figure(bottom=0.3)
         labels = [f"{s['column']}={s['value']}" for s in slices]
         ax.bar(labels, [s["log_loss"] for s in slices])
         ax.axhline(doc["metrics"]["log_loss"]["value"], color="tab:red", linestyle="--", label="overall")
@@ -134,7 +156,7 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
         parts.append(_png(fig))
     ex = doc.get("explanations")
     if ex:
-        fig, (ax1, ax2) = _figure(ncols=2)
+        fig, (ax1, ax2) = _figure(ncols=2, left=0.25, wspace=1.0)
         top = list(ex["mean_abs_shap"].items())[:12][::-1]
         ax1.barh([k for k, _ in top], [v for _, v in top])
         ax1.set_xlabel("mean |SHAP| (log-odds)")
@@ -147,8 +169,9 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
     rob = (doc.get("robustness") or {}).get("missing_source")
     if rob:
         fig, ax = _figure()
-        ax.bar([m["group"] for m in rob], [m["log_loss_change"] or 0.0 for m in rob])
+        ax.bar([m["group"].removesuffix(" feed down") for m in rob], [m["log_loss_change"] or 0.0 for m in rob])
         ax.set_ylabel("log loss change")
+        ax.set_xlabel("source whose feed is down")
         ax.set_title("When a feed is down: log loss with that source's features missing")
         parts.append(_png(fig))
     by = doc["conformal"]["marginal"].get("by_group", {})
