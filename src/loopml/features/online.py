@@ -191,6 +191,7 @@ class OnlineExecutor:
         self._plan = [(f, None, ()) if isinstance(f, RequestFeature) else (f, ids[(f.source, f.keys)], f.keys)
                       for f in self.features]
         self._plan_of = {p[0].name: p for p in self._plan}
+        self._plan_groups = _groups_of(self._plan)
         self._decode_cache: dict[tuple[str, str], tuple[bytes, GroupState]] = {}
         self._fresh: dict[tuple[str, str], GroupState | None] = {}  # what the store held at _fresh_version
         self._fresh_version: Any = None
@@ -301,7 +302,7 @@ class OnlineExecutor:
         """Feature values for one request at time ``t`` (UTC), as the offline executor would compute them."""
         t_us = to_us(t)
         plan = self._plan if features is None else [self._plan_of[self._feature(n).name] for n in features]
-        states = self._states(request, plan)
+        states = self._states(request, self._plan_groups if features is None else _groups_of(plan))
         out: dict[str, Any] = {}
         for f, gid, _ in plan:
             if gid is None:
@@ -325,7 +326,7 @@ class OnlineExecutor:
         """
         t_us = to_us(t)
         plan = self._plan if features is None else [self._plan_of[self._feature(n).name] for n in features]
-        states = self._states(request, plan)
+        states = self._states(request, self._plan_groups if features is None else _groups_of(plan))
         values: dict[str, Any] = {}
         avail: dict[str, datetime | None] = {}
         for f, gid, _ in plan:
@@ -338,16 +339,13 @@ class OnlineExecutor:
                 avail[f.name] = None if us is None else from_us(us)
         return FeatureLookup(values=values, available_at=avail, at=t)
 
-    def _states(self, request: Mapping[str, Any], plan: list[tuple[Feature, str | None, tuple[str, ...]]],
+    def _states(self, request: Mapping[str, Any], groups: list[tuple[str, tuple[str, ...]]],
                 ) -> dict[str, GroupState | None]:
-        """Each planned group's state of the request's entity: in memory, else read from the store."""
+        """Each group's state of the request's entity: in memory, else read from the store."""
         states: dict[str, GroupState | None] = {}
-        wanted: dict[str, Key] = {}
-        for _, gid, keys in plan:
-            if gid is not None and gid not in wanted:
-                wanted[gid] = tuple([request.get(k) for k in keys])  # a list first: faster than a generator
         fetch = []
-        for gid, key in wanted.items():
+        for gid, keys in groups:
+            key = tuple([request.get(k) for k in keys])  # a list first: faster than a generator
             if None in key:
                 states[gid] = None
             elif (st := self._state[gid].get(key)) is not None:
@@ -412,6 +410,11 @@ class OnlineExecutor:
 
 
 _UNREAD: Any = object()
+
+
+def _groups_of(plan: list[tuple[Feature, str | None, tuple[str, ...]]]) -> list[tuple[str, tuple[str, ...]]]:
+    """The distinct (group id, key columns) a plan reads, in order."""
+    return list(dict.fromkeys((gid, keys) for _, gid, keys in plan if gid is not None))
 
 
 def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
