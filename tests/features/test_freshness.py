@@ -81,3 +81,16 @@ def test_latest_older_than_max_age_is_missing_but_its_time_still_shows_how_stale
     assert found.values == {"x_5m": None}
     assert found.available_at == {"x_5m": T0} and found.ages() == {"x_5m": 60 * M}
     assert online.get_with_freshness({"k": "b"}, T0).available_at == {"x_5m": None}  # unknown entity
+
+
+def test_entity_lookup_reports_when_each_stored_value_became_available(flights_project, flights_ws):
+    from loopml.features.lookup import lookup_entity
+    from loopml.timeutil import parse_time
+
+    at = parse_time("2013-06-15T07:45:00Z")
+    doc = lookup_entity(flights_project, flights_ws.log, "2013-06-15:UA:1141:EWR", at)
+    stored = {f.name for f in flights_project.features if not isinstance(f, RequestFeature)}
+    assert set(doc["available_at"]) == stored
+    times = [parse_time(v) for v in doc["available_at"].values() if v is not None]
+    assert times and all(x <= at for x in times)  # nothing behind a value is from after the lookup
+    assert doc["available_at"]["origin_departures_3h"] is None and doc["features"]["origin_departures_3h"] == 0.0

@@ -36,10 +36,17 @@ def _example(log: EventLog, project: Project) -> str:
 
 
 def lookup_entity(project: Project, log: EventLog, entity_id: str, at: datetime) -> dict[str, Any]:
-    """Replay every feature source to ``at`` through a fresh online executor and read the entity's features."""
+    """Replay every feature source to ``at`` through a fresh online executor and read the entity's features.
+
+    Returns ``{"id", "at", "request", "features", "available_at"}``: ``available_at`` maps each stored
+    feature to the ISO available time of the newest event behind its value (None: none), as
+    :meth:`OnlineExecutor.get_with_freshness` reports it.
+    """
     request = spine_request(project, log, entity_id)
     online = OnlineExecutor(project.features)
     replayer = Replayer(log, online.sources, end=None, columns=online.columns())
     for source, events in replayer.advance_to(at):
         online.update(source, events)
-    return {"id": entity_id, "at": at.isoformat(), "request": request, "features": online.get(request, at)}
+    found = online.get_with_freshness(request, at)
+    return {"id": entity_id, "at": at.isoformat(), "request": request, "features": found.values,
+            "available_at": {n: None if a is None else a.isoformat() for n, a in found.available_at.items()}}
