@@ -46,7 +46,7 @@ def test_noisy_copy_of_the_arrival_delay_is_flagged_and_weak_legit_features_are_
     assert 0.55 < by["precip"]["auc"] < 0.8 and not by["precip"]["suspicious"]
     assert not by["hour"]["suspicious"]
     assert [r["feature"] for r in out] == ["arr_delay", "arr_delay_noisy", "precip", "hour"]  # strongest 1st
-    assert by["precip"]["auc"] == roc_auc_score(y, frame["precip"])  # sklearn is the reference
+    assert by["precip"]["auc"] == pytest.approx(roc_auc_score(y, frame["precip"]), abs=1e-12)  # the reference
     assert all(r["coverage"] == 1.0 for r in out)
 
 
@@ -56,7 +56,7 @@ def test_auc_uses_present_rows_only_and_counts_inverted_features():
     frame["minus_precip"] = -frame["precip"]
     out = {r["feature"]: r for r in single_feature_auc(frame, y, ["precip", "minus_precip"])}
     ok = frame["precip"].notna().to_numpy()
-    assert out["precip"]["auc"] == roc_auc_score(y[ok], frame["precip"][ok])
+    assert out["precip"]["auc"] == pytest.approx(roc_auc_score(y[ok], frame["precip"][ok]), abs=1e-12)
     assert out["minus_precip"]["auc"] == pytest.approx(out["precip"]["auc"], abs=1e-12)
     assert out["precip"]["coverage"] == 0.75
 
@@ -172,3 +172,17 @@ def test_availability_violations_flag_impossible_times_undeclared_request_fields
     ]
     assert "request_fields are ['carrier', 'origin', 'sched_dep']" in found[3]["message"]
     assert availability_violations(log, features[:1] + features[4:5], spine) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_single_feature_auc_equals_scikit_learn_on_random_data_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 5000))
+    y = (rng.uniform(size=n) < rng.uniform(0.05, 0.95)).astype(int)
+    frame = pd.DataFrame({"fine": rng.normal(size=n) + y * rng.uniform(0, 2),
+                          "coarse": np.round(rng.normal(size=n) + y, 1),  # many ties
+                          "few": rng.integers(0, 3, size=n).astype(float)})
+    out = {r["feature"]: r["auc"] for r in single_feature_auc(frame, y, list(frame))}
+    for name in frame:
+        auc = roc_auc_score(y, frame[name])
+        assert out[name] == pytest.approx(max(auc, 1 - auc), abs=1e-12)

@@ -53,9 +53,12 @@ def conformal_quantile(scores: Any, alpha: float) -> float:
 
 
 def _group_keys(groups: Any, n: int, name: str) -> np.ndarray:
+    """Group keys as an object array of plain Python values (NumPy scalars unwrapped, so 1 and np.int64(1) agree)."""
     g = np.asarray(groups, dtype=object)
     if g.shape != (n,):
         raise SchemaError(f"{name} must have one entry per row, shape ({n},); got shape {g.shape}.")
+    if not any(issubclass(t, np.generic) for t in set(map(type, g))):  # the usual case: strings
+        return g.copy()
     return np.array([v.item() if isinstance(v, np.generic) else v for v in g], dtype=object)
 
 
@@ -330,7 +333,7 @@ def coverage_report(sets_or_intervals: Any, y: Any, groups: Any = None) -> dict[
 
     def summary(rows: np.ndarray | slice) -> dict[str, Any]:
         return {
-            "n": int(len(covered[rows])),
+            "n": len(covered[rows]),
             "coverage": float(covered[rows].mean()),
             size_key: float(size[rows].mean()),
         }
