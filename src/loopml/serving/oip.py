@@ -14,7 +14,6 @@ HTTP app's business (:func:`rows_from_inputs` turns the flights model's BYTES in
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import zlib
@@ -22,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from loopml.errors import SchemaError
 
-__all__ = ["HEADER_LENGTH", "decode_body", "decode_request", "encode_response", "binary_outputs",
+__all__ = ["HEADER_LENGTH", "binary_outputs", "decode_body", "decode_request", "encode_response",
            "rows_from_inputs"]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -85,8 +85,8 @@ def decode_request(body: bytes, header_length: str | None) -> dict[str, Any]:
 
 def _parse_json(raw: bytes | memoryview) -> Any:
     try:
-        return json.loads(bytes(raw))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise SchemaError(f"v2 inference request must be JSON; could not parse it: {exc}") from None
 
 
@@ -162,14 +162,14 @@ def binary_outputs(doc: Mapping[str, Any], names: Sequence[str]) -> set[str]:
 def encode_response(doc: dict[str, Any], binary: set[str]) -> tuple[bytes, int | None]:
     """Body bytes and, when some output is binary, the JSON header's length (for the response header)."""
     if not binary:
-        return json.dumps(doc).encode(), None
+        return orjson.dumps(doc), None
     buffers = []
     for o in doc["outputs"]:
         if o["name"] in binary:
             raw = np.asarray(o.pop("data"), dtype=_DTYPES[o["datatype"]]).tobytes()
             o.setdefault("parameters", {})["binary_data_size"] = len(raw)
             buffers.append(raw)
-    header = json.dumps(doc).encode()
+    header = orjson.dumps(doc)
     return b"".join([header, *buffers]), len(header)
 
 

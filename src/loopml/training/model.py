@@ -39,8 +39,7 @@ class GBMModel:
         self.categories = {k: list(v) for k, v in categories.items()}
         self.meta = dict(meta or {})
         self._codes = {k: {c: float(i) for i, c in enumerate(v)} for k, v in self.categories.items()}
-        self._cat_idx = [(i, self._codes[f]) for i, f in enumerate(self.features) if f in self._codes]
-        self._num_idx = [i for i, f in enumerate(self.features) if f not in self._codes]
+        self._encoders = [(f, self._codes.get(f)) for f in self.features]  # (feature, its codes if categorical)
         self._onnx: Any = None
         self.backend = "native"
         self.backend_reason = "no verified ONNX export loaded"
@@ -122,18 +121,18 @@ class GBMModel:
         return X
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        X = np.full((len(rows), len(self.features)), np.nan, dtype=np.float64)
-        feats = self.features
-        for r, row in enumerate(rows):
-            for i in self._num_idx:
-                v = row.get(feats[i])
-                if v is not None:
-                    X[r, i] = v
-            for i, codes in self._cat_idx:
-                v = row.get(feats[i])
-                if v is not None:
-                    X[r, i] = codes.get(v, math.nan)
-        return X
+        # one list per row, converted by numpy at once: assigning cell by cell into an array costs more than the trees
+        nan = math.nan
+        data = [[nan if (v := row.get(f)) is None else v if codes is None else codes.get(v, nan)
+                 for f, codes in self._encoders] for row in rows]
+        try:
+            return np.array(data, dtype=np.float64).reshape(len(rows), len(self.features))
+        except (TypeError, ValueError):
+            bad = next(((f, row[f]) for row in rows for f, codes in self._encoders
+                        if codes is None and row.get(f) is not None and not _is_number(row[f])), None)
+            if bad is None:
+                raise
+            raise SchemaError(f"feature {bad[0]!r} must be a number; got {bad[1]!r}") from None
 
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self._predict(self.encode_frame(frame))
@@ -160,6 +159,14 @@ class GBMModel:
 
     def num_trees(self) -> int:
         return self._booster().num_trees()
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _native_params(params: Mapping[str, Any], features: Sequence[str]) -> tuple[dict[str, Any], int]:
@@ -211,5 +218,5 @@ def train(frame: pd.DataFrame, *, features: Sequence[str], label: str, categoric
     ds = lgb.Dataset(X, label=y, feature_name=list(features), categorical_feature=cat_idx, free_raw_data=True)
     booster = lgb.train(native, ds, num_boost_round=rounds,
                         init_model=init_model.booster if init_model is not None else None)
-    return GBMModel(booster, features, categories, {**(meta or {}), "train_rows": int(len(rows)),
+    return GBMModel(booster, features, categories, {**(meta or {}), "train_rows": len(rows),
                                                     "positive_rate": float(y.mean())})

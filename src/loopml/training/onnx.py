@@ -30,9 +30,10 @@ class OnnxScorer:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.output = [self.session.get_outputs()[-1].name]  # the probabilities (zipmap off); the label is not needed
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        _, proba = self.session.run(None, {self.input: np.ascontiguousarray(X, dtype=np.float32)})
+        (proba,) = self.session.run(self.output, {self.input: np.ascontiguousarray(X, dtype=np.float32)})
         return np.asarray(proba[:, 1], dtype=np.float64)
 
 
@@ -52,12 +53,12 @@ def export_onnx(booster: Any, X_check: np.ndarray, *, tolerance: float = 1e-5) -
                 target_opset=15)
         blob = onx.SerializeToString()
         onnx_scores = OnnxScorer(blob).predict(X_check)
-    except Exception as exc:  # a converter or runtime failure means: serve natively, and say why
+    except Exception as exc:  # noqa: BLE001 - a converter or runtime failure means: serve natively, and say why
         return None, {"backend": "native", "reason": f"ONNX export failed: {type(exc).__name__}: {exc}"[:500]}
     # compare on the float32-rounded inputs that ONNX sees, so only the trees' arithmetic differs
     native = booster.predict(X_check.astype(np.float32).astype(np.float64), num_threads=1)
     diff = float(np.max(np.abs(onnx_scores - native))) if len(native) else 0.0
-    report = {"rows_checked": int(len(native)), "max_abs_diff": diff, "tolerance": tolerance}
+    report = {"rows_checked": len(native), "max_abs_diff": diff, "tolerance": tolerance}
     if not diff <= tolerance:
         return None, {**report, "backend": "native",
                       "reason": f"ONNX scores differ from LightGBM's by up to {diff:.2e} (> {tolerance:.0e})"}
