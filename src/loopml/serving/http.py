@@ -3,7 +3,10 @@
 Endpoints: ``POST /predict`` (plain JSON, one request), the Open Inference Protocol v2 (KServe)
 health, metadata and ``infer`` with JSON tensors or the binary tensor extension
 (:mod:`loopml.serving.oip`), ``GET /metrics`` (Prometheus) and ``POST /admin/models/{name}/load``
-(bearer token) to hot-swap the served version (:mod:`loopml.serving.hotswap`).
+(bearer token) to hot-swap the served version (:mod:`loopml.serving.hotswap`). In v2 the served model
+has two names: the project's (``flights``: entity keys, one BYTES tensor per request field; features
+are looked up online) and ``<name>-features`` (raw feature tensors, one per model feature: BYTES for
+a category, FP64 or another numeric type for a number; no lookup). Both are logged alike.
 
 Thin by design: it parses, calls :class:`~loopml.serving.Predictor`, and maps loopml's error classes
 to status codes in one table (``STATUS``). Errors are ``{"error": message}``, the shape v2 clients
@@ -197,11 +200,16 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- Open Inference Protocol v2 ------------------------------------------------------------
-    def _check_model(model_name: str, version: str | None = None) -> None:
-        if model_name != name:
-            raise ModelNotFound(f"model {model_name!r} is not served here; this server serves {name!r}")
+    features_name = f"{name}-features"  # the same model, given raw feature tensors instead of entity keys
+
+    def _check_model(model_name: str, version: str | None = None) -> bool:
+        """Whether ``model_name`` is the raw-features model; ModelNotFound for any other name or version."""
+        if model_name not in (name, features_name):
+            raise ModelNotFound(f"model {model_name!r} is not served here; this server serves {name!r} (entity keys) "
+                                f"and {features_name!r} (raw feature tensors)")
         if version is not None and version != str(predictor.version):
-            raise ModelNotFound(f"model {name!r} version {version!r} is not loaded; version {predictor.version} is")
+            raise ModelNotFound(f"model {model_name!r} version {version!r} is not loaded; version {predictor.version} is")
+        return model_name == features_name
 
     @app.get("/v2/health/live")
     def live() -> dict[str, bool]:
@@ -215,40 +223,51 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     def server_metadata() -> dict[str, Any]:
         return {"name": "loopml", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
-    def _metadata() -> dict[str, Any]:
-        return {"name": name, "versions": [str(predictor.version)], "platform": "loopml_lightgbm",
-                "inputs": [{"name": f, "datatype": "BYTES", "shape": [-1]} for f in fields],
+    def _metadata(raw_features: bool) -> dict[str, Any]:
+        model = predictor.model
+        if raw_features:
+            inputs = [{"name": f, "datatype": "BYTES" if f in model.categories else "FP64", "shape": [-1]}
+                      for f in model.features]
+        else:
+            inputs = [{"name": f, "datatype": "BYTES", "shape": [-1]} for f in fields]
+        return {"name": features_name if raw_features else name, "versions": [str(predictor.version)],
+                "platform": "loopml_lightgbm", "inputs": inputs,
                 "outputs": [{"name": "score", "datatype": "FP64", "shape": [-1]}]}
 
     @app.get("/v2/models/{model_name}")
     def model_metadata(model_name: str) -> dict[str, Any]:
-        _check_model(model_name)
-        return _metadata()
+        return _metadata(_check_model(model_name))
 
     @app.get("/v2/models/{model_name}/versions/{version}")
     def model_version_metadata(model_name: str, version: str) -> dict[str, Any]:
-        _check_model(model_name, version)
-        return _metadata()
+        return _metadata(_check_model(model_name, version))
 
     @app.get("/v2/models/{model_name}/ready")
     def model_ready(model_name: str) -> dict[str, Any]:
         _check_model(model_name)
-        return {"name": name, "ready": True}
+        return {"name": model_name, "ready": True}
 
     @app.get("/v2/models/{model_name}/versions/{version}/ready")
     def model_version_ready(model_name: str, version: str) -> dict[str, Any]:
         _check_model(model_name, version)
-        return {"name": name, "ready": True}
+        return {"name": model_name, "ready": True}
 
     async def _infer(request: Request, model_name: str, version: str | None) -> Response:
-        _check_model(model_name, version)
-        doc = oip.decode_request(await _body(request), request.headers.get(oip.HEADER_LENGTH))
+        raw_features = _check_model(model_name, version)
+        doc = oip.decode_request(await _body(request), _header(request.scope, oip.HEADER_LENGTH.encode()))
         binary = oip.binary_outputs(doc, ["score"])
-        rows = oip.rows_from_inputs(doc, fields, max_batch=max_batch)
-        clean = [predictor.schema.validate(r) for r in rows]
-        preds = await _score(clean, [None] * len(clean), [None] * len(clean), [None] * len(clean))
+        if raw_features:
+            model = predictor.model
+            rows = oip.rows_from_feature_inputs(doc, {f: f in model.categories for f in model.features},
+                                                max_batch=max_batch)
+            preds = await predictor.apredict_features(rows)
+        else:
+            rows = oip.rows_from_inputs(doc, fields, max_batch=max_batch)
+            clean = [predictor.schema.validate(r) for r in rows]
+            preds = await _score(clean, [None] * len(clean), [None] * len(clean), [None] * len(clean))
         req_id = doc.get("id")
-        out = {"model_name": name, "model_version": str(preds[0].model_version if preds else predictor.version),
+        out = {"model_name": model_name,
+               "model_version": str(preds[0].model_version if preds else predictor.version),
                "id": req_id if isinstance(req_id, str) else request.state.request_id,
                "outputs": [{"name": "score", "datatype": "FP64", "shape": [len(preds)],
                             "data": [p.score for p in preds]}],
@@ -290,8 +309,13 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     async def infer_served(request: Request) -> Response:
         return await _infer(request, name, None)
 
+    async def infer_features(request: Request) -> Response:
+        return await _infer(request, features_name, None)
+
     direct.endpoints[("POST", "/predict")] = (predict, routes["/predict"])
     direct.endpoints[("POST", f"/v2/models/{name}/infer")] = (infer_served, routes["/v2/models/{model_name}/infer"])
+    direct.endpoints[("POST", f"/v2/models/{features_name}/infer")] = (infer_features,
+                                                                      routes["/v2/models/{model_name}/infer"])
     direct.on_error = _loopml_error
     return app
 

@@ -9,7 +9,8 @@ way when the request asks for it (``"parameters": {"binary_data": true}`` on a r
 ``"binary_data_output": true`` on the request).
 
 This module only converts between bytes and JSON-shaped tensors; what the tensors mean is the
-HTTP app's business (:func:`rows_from_inputs` turns the flights model's BYTES inputs into requests).
+HTTP app's business (:func:`rows_from_inputs` turns the flights model's BYTES inputs into requests,
+:func:`rows_from_feature_inputs` the raw feature tensors of the ``<name>-features`` model into feature rows).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import orjson
 from loopml.errors import SchemaError
 
 __all__ = ["HEADER_LENGTH", "binary_outputs", "decode_body", "decode_request", "encode_response",
-           "rows_from_inputs"]
+           "rows_from_feature_inputs", "rows_from_inputs"]
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -214,3 +215,53 @@ def _from_text(field: str, kind: str, value: Any) -> Any:
         raise SchemaError(f"input {field!r} must hold {'integers' if kind == 'int' else 'numbers'} as text; "
                           f"got {value!r}") from None
     return value
+
+
+#: v2 datatypes a numeric feature accepts (declared as FP64; FP32 is what many clients send)
+NUMERIC = ("FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
+
+
+def rows_from_feature_inputs(doc: Mapping[str, Any], categorical: Mapping[str, bool], *,
+                             max_batch: int) -> list[dict[str, Any]]:
+    """Rows of model features from raw feature tensors: one tensor of shape [N] per feature.
+
+    ``categorical`` maps each of the model's features to whether it is a category (a BYTES tensor of its
+    text, "" for missing) or a number (FP64, FP32 or an integer type; null in JSON or NaN for missing).
+    """
+    tensors: dict[str, list[Any]] = {}
+    for t in doc["inputs"]:
+        tname = t["name"]
+        if tname not in categorical:
+            raise SchemaError(f"input {tname!r} is not a feature of this model; its features are {list(categorical)}")
+        dtype, data, shape = t.get("datatype"), t.get("data"), t.get("shape")
+        if categorical[tname] and dtype != "BYTES":
+            raise SchemaError(f"input {tname!r} is a categorical feature and must have datatype 'BYTES'; got {dtype!r}")
+        if not categorical[tname] and dtype not in NUMERIC:
+            raise SchemaError(f"input {tname!r} is a numeric feature and must have datatype 'FP64' (or another "
+                              f"numeric type: {', '.join(NUMERIC[1:])}); got {dtype!r}")
+        if not isinstance(data, list) or not isinstance(shape, list) or len(shape) != 1 or shape[0] != len(data):
+            raise SchemaError(f"input {tname!r} must have shape [N] matching its data; got shape {shape!r} "
+                              f"with {len(data) if isinstance(data, list) else 'no'} elements")
+        tensors[tname] = [_feature_value(tname, categorical[tname], i, v) for i, v in enumerate(data)]
+    missing = [f for f in categorical if f not in tensors]
+    if missing:
+        raise SchemaError(f"inputs {missing} are missing; the model needs one tensor per feature: {list(categorical)}")
+    lengths = {k: len(v) for k, v in tensors.items()}
+    if len(set(lengths.values())) > 1:
+        raise SchemaError(f"all inputs must have the same length; got lengths {lengths}")
+    count = next(iter(lengths.values()), 0)
+    if count > max_batch:
+        raise SchemaError(f"a request may carry at most {max_batch} rows; got {count}")
+    return [{f: tensors[f][i] for f in categorical} for i in range(count)]
+
+
+def _feature_value(name: str, categorical: bool, index: int, value: Any) -> Any:
+    if categorical:
+        if not isinstance(value, str):
+            raise SchemaError(f"input {name!r} element {index} must be text; got {value!r}")
+        return value or None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SchemaError(f"input {name!r} element {index} must be a number or null; got {value!r}")
+    return None if math.isnan(value) else float(value)  # NaN means missing, as None does

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from loopml.errors import SchemaError
@@ -143,15 +143,46 @@ class Predictor:
                 for name, value in feats.items():
                     if value is None:
                         self.metrics.missing.labels(name).inc()
-        scores = model.predict_rows(rows) if rows else []
+        scores = model.predict_rows(rows).tolist() if rows else []
+        return self._log(version, clean, times, rows, scores, entity_ids, request_ids, extra)
+
+    def score_features(self, rows: Sequence[Mapping[str, Any]], *, request_ids: Sequence[str | None] | None = None,
+                       at: datetime | None = None) -> tuple[list[Prediction], int | None]:
+        """Score rows of model features given by the caller (no online lookup) and write them to the log.
+
+        Each row maps the served model's feature names to values (None: missing; a category as its text). The
+        prediction time is ``at`` (default: now, UTC); the log records the rows as the features served, with an
+        empty request and ``"input": "features"``. Acknowledge only after the ticket is durable, as for
+        :meth:`score_and_log`.
+        """
+        model, version = self._current
+        if self.metrics is not None and rows:
+            self.metrics.batch_size.observe(len(rows))
+        scores = model.predict_rows(rows).tolist() if rows else []
+        t = at or datetime.now(UTC)
+        feats = [dict(r) for r in rows]
+        return self._log(version, [{}] * len(feats), [t] * len(feats), feats, scores, None, request_ids,
+                         {"input": "features"})
+
+    async def apredict_features(self, rows: Sequence[Mapping[str, Any]], *,
+                                request_ids: Sequence[str | None] | None = None) -> list[Prediction]:
+        """:meth:`score_features`, answered once the log's fsync covers the predictions (without blocking the loop)."""
+        preds, ticket = self.score_features(rows, request_ids=request_ids)
+        if ticket is not None and self.log is not None:
+            await self.log.durable(ticket)
+        return preds
+
+    def _log(self, version: int, requests: Sequence[Mapping[str, Any]], times: Sequence[datetime],
+             rows: Sequence[dict[str, Any]], scores: Sequence[float], entity_ids: Sequence[str | None] | None,
+             request_ids: Sequence[str | None] | None, extra: Mapping[str, Any] | None) -> tuple[list[Prediction], int | None]:
         out = []
         records = []
-        for i, (r, t, feats, s) in enumerate(zip(clean, times, rows, scores, strict=True)):
+        for i, (r, t, feats, s) in enumerate(zip(requests, times, rows, scores, strict=True)):
             rid = (request_ids[i] if request_ids else None) or uuid.uuid4().hex
             ent = entity_ids[i] if entity_ids else None
-            out.append(Prediction(rid, float(s), version, t, feats))
+            out.append(Prediction(rid, s, version, t, feats))
             records.append({"request_id": rid, "entity_id": ent, "model_version": version, "at": t.isoformat(),
-                            "score": float(s), "request": r, "features": feats, **(extra or {})})
+                            "score": s, "request": r, "features": feats, **(extra or {})})
         if self.log is None or not records:
             return out, None
         return out, self.log.append_predictions(records)
