@@ -218,3 +218,55 @@ def test_the_sample_is_the_one_frame_sample_draws_whatever_the_index(models, row
     expected = frame.sample(n=700, random_state=11)
     pd.testing.assert_frame_equal(got, expected)
     pd.testing.assert_frame_equal(frame.iloc[at], expected)
+
+
+def _split_point_cases(model, frame):
+    tests = [RAIN, Directional("later is not safer", "hour", delta=1.0, direction="not_decrease", max_failure_rate=1.0),
+             Invariance("flight number is irrelevant", "flight", _shuffle, tolerance=0.01)]
+    return (lambda m, **kw: run_behaviour_tests(m, frame, tests, sample=2000, seed=1, **kw),
+            lambda m, **kw: noise_stability(m, frame, ["precip", "hour", "distance"], scale=0.02, **kw))
+
+
+@pytest.mark.parametrize("name", ["right", "uses_flight"])
+def test_split_points_skip_rows_on_the_same_side_of_every_threshold_with_the_same_results(models, rows, name):
+    from loopml.evaluation import lightgbm_split_points
+
+    model = models[name]
+    frame = rows.assign(precip=rows["precip"].where(np.arange(len(rows)) % 5 != 0))
+    points = lightgbm_split_points(model.booster, model.features, model.features)
+    assert set(points) == set(FEATURES) and all(np.all(np.diff(t) > 0) for t in points.values())
+    for probe in _split_point_cases(model, frame):
+        plain, counting = _Counting(model), _Counting(model)
+        assert probe(counting, split_points=points) == probe(plain)
+        assert counting.rows < plain.rows  # some moves stay between thresholds
+
+
+def test_onnx_split_points_are_the_float32_thresholds_onnx_runtime_compares(models, rows):
+    from loopml.evaluation import lightgbm_split_points, onnx_split_points
+    from loopml.evaluation.behaviour import _same_side
+    from loopml.training.onnx import export_onnx
+
+    model = models["uses_flight"]
+    blob, report = export_onnx(model.booster, model.encode_frame(rows.head(500)))
+    assert blob is not None, report
+    points = onnx_split_points(blob, model.features, model.features)
+    native = {f: t.astype(np.float32)
+              for f, t in lightgbm_split_points(model.booster, model.features, model.features).items()}
+    assert {f: t.tolist() for f, t in points.items()} == {f: np.unique(t).tolist() for f, t in native.items()}
+    onnx_model = type(model).from_bytes(model.to_bytes())
+    onnx_model.use_onnx(blob)
+    frame = rows.assign(precip=rows["precip"].where(np.arange(len(rows)) % 5 != 0))
+    for probe in _split_point_cases(onnx_model, frame):
+        plain, counting = _Counting(onnx_model), _Counting(onnx_model)
+        assert probe(counting, split_points=points) == probe(plain)
+        assert counting.rows < plain.rows
+    # a value nudged to either side of a float32 threshold: the skipped rows really keep their score
+    t = points["distance"][len(points["distance"]) // 2]
+    near = np.float32(t) + np.array([-2, -1, 0, 1, 2], dtype=np.float32) * np.spacing(np.float32(t))
+    probe = rows.head(5).assign(distance=near.astype(np.float64))
+    for step in (np.spacing(np.float32(t)), -np.spacing(np.float32(t))):
+        moved = probe.assign(distance=probe["distance"] + float(step))
+        same = _same_side(probe["distance"], moved["distance"], points["distance"])
+        scores, after = onnx_model.predict_frame(probe), onnx_model.predict_frame(moved)
+        assert np.all(scores[same] == after[same])
+        assert not same.all()  # some nudges crossed t

@@ -18,7 +18,10 @@ as the weather, missing at once, as when a feed is down).
 
 Scoring is the cost: every function takes the frame's scores if the caller has them already
 (``scores=``), and re-scores only the rows whose input a perturbation changed (a row is a function
-of its own features, so the others keep their score).
+of its own features, so the others keep their score). A tree model's score is also a step function
+of each numeric feature: given the thresholds its trees compare a feature with (``split_points=``,
+as the scorer compares them), a row whose new value decides every ``x <= t`` as the old one did
+keeps its score exactly and is not re-scored either.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ import pandas as pd
 from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError, closest
 from loopml.evaluation.calibration import _binary_inputs, _check_choice, _row_log_loss
 
-__all__ = ["Directional", "Invariance", "MinimumFunctionality", "missing_feature_impact", "noise_stability",
-           "run_behaviour_tests"]
+__all__ = ["Directional", "Invariance", "MinimumFunctionality", "lightgbm_split_points", "missing_feature_impact",
+           "noise_stability", "onnx_split_points", "run_behaviour_tests"]
 
 DIRECTIONS = ("increase", "decrease", "not_decrease", "not_increase")
 _N_EXAMPLES = 5
@@ -213,11 +216,16 @@ BehaviourTest = Invariance | Directional | MinimumFunctionality
 
 
 def run_behaviour_tests(model: _Model, frame: pd.DataFrame, tests: Sequence[BehaviourTest], *,
-                        sample: int | None = 5000, seed: int = 0, scores: Any = None) -> list[dict[str, Any]]:
+                        sample: int | None = 5000, seed: int = 0, scores: Any = None,
+                        split_points: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run behavioural tests on up to ``sample`` rows of ``frame`` (all rows when ``sample`` is None).
 
     ``scores``, if given, are ``model.predict_frame(frame)`` computed already (one per row of
     ``frame``); the sampled rows' unperturbed scores are then taken from it instead of scored again.
+    ``split_points`` maps numeric features to the sorted thresholds ``t`` the model decides ``x <= t``
+    on, in the dtype its scorer compares in (float32 for ONNX Runtime), and on nothing else of that
+    feature: rows whose perturbed value falls between the same thresholds keep their score unscored.
+    The results are the same with or without it.
 
     Returns
     -------
@@ -246,13 +254,13 @@ def run_behaviour_tests(model: _Model, frame: pd.DataFrame, tests: Sequence[Beha
             continue
         if before is None:
             before = given[at] if given is not None else np.asarray(model.predict_frame(rows), dtype=float)
-        out.append(_run_perturbation(model, rows, before, t))
+        out.append(_run_perturbation(model, rows, before, t, split_points))
     return out
 
 
 def noise_stability(
     model: _Model, frame: pd.DataFrame, features: Sequence[str], *, scale: float = 0.01, seed: int = 0,
-    scores: Any = None,
+    scores: Any = None, split_points: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How much the score moves under Gaussian noise of ``scale`` times each feature's standard deviation.
 
@@ -261,7 +269,8 @@ def noise_stability(
     "max_abs_change"}``) with that feature alone noised by the same draws. Missing values stay missing.
     A feature with a point mass (no precipitation on most days) can move a lot under tiny noise when
     a split sits just above the mass: the probe then shows how sharp that split is.
-    ``scores`` may give ``model.predict_frame(frame)`` if it is known already.
+    ``scores`` may give ``model.predict_frame(frame)`` if it is known already; ``split_points`` as
+    for :func:`run_behaviour_tests`.
     """
     if not _is_number(scale) or not scale > 0:
         raise InvalidConfig(f"scale must be a positive multiple of each feature's standard deviation; "
@@ -282,9 +291,9 @@ def noise_stability(
         noisy[f] = values.to_numpy() + rng.normal(0.0, scale * np.nan_to_num(sd), size=len(frame))
     per_feature = []
     for f in features:
-        change = np.abs(_rescored(model, frame, before, {f: noisy[f]}) - before)
+        change = np.abs(_rescored(model, frame, before, {f: noisy[f]}, split_points) - before)
         per_feature.append({"feature": f, **_abs_stats(change)})
-    change = np.abs(_rescored(model, frame, before, noisy) - before)
+    change = np.abs(_rescored(model, frame, before, noisy, split_points) - before)
     return {"scale": scale, "n": len(frame), **_abs_stats(change), "per_feature": per_feature}
 
 
@@ -326,6 +335,57 @@ def missing_feature_impact(
     return out
 
 
+def lightgbm_split_points(booster: Any, features: Sequence[str], numeric: Sequence[str]) -> dict[str, np.ndarray]:
+    """``split_points`` for LightGBM's native scorer: per numeric feature, the sorted float64 thresholds of
+    its ``<=`` splits.
+
+    A feature that is also split another way (categorical ``==``, zero as missing) or that a linear
+    tree's leaf reads is left out, so it is re-scored whenever its value changes.
+    """
+    index = {f: i for i, f in enumerate(features)}
+    points: dict[int, list[float]] = {}
+    other: set[int] = set()
+    stack = [tree["tree_structure"] for tree in booster.dump_model()["tree_info"]]
+    while stack:
+        node = stack.pop()
+        if "split_feature" not in node:  # a leaf; a linear tree's leaf is a function of its features
+            other.update(node.get("leaf_features") or ())
+            continue
+        i = node["split_feature"]
+        if node["decision_type"] == "<=" and node.get("missing_type") != "Zero":
+            points.setdefault(i, []).append(float(node["threshold"]))
+        else:
+            other.add(i)
+        stack += [node["left_child"], node["right_child"]]
+    return {f: np.unique(np.asarray(points.get(index[f], []), dtype=np.float64)) for f in numeric
+            if index[f] not in other}
+
+
+def onnx_split_points(blob: bytes, features: Sequence[str], numeric: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """``split_points`` for an ONNX tree ensemble scored on float32 inputs: per numeric feature, the sorted
+    float32 thresholds of its ``BRANCH_LEQ`` nodes.
+
+    None unless the graph is one ``TreeEnsembleClassifier``/``Regressor`` reading the input as given with
+    thresholds in ``nodes_values``; a feature with any other kind of branch is left out.
+    """
+    import onnx
+
+    graph = onnx.load_from_string(blob).graph
+    trees = [n for n in graph.node if n.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")]
+    if len(trees) != 1 or list(trees[0].input) != [graph.input[0].name]:
+        return None
+    attrs = {a.name: a for a in trees[0].attribute}
+    if "nodes_values" not in attrs:  # thresholds stored as a tensor (nodes_values_as_tensor): not read here
+        return None
+    modes = np.asarray(attrs["nodes_modes"].strings, dtype=object)
+    ids = np.asarray(attrs["nodes_featureids"].ints)
+    values = np.asarray(attrs["nodes_values"].floats, dtype=np.float32)
+    leq = modes == b"BRANCH_LEQ"
+    other = set(ids[~leq & (modes != b"LEAF")].tolist())
+    index = {f: i for i, f in enumerate(features)}
+    return {f: np.unique(values[leq & (ids == index[f])]) for f in numeric if index[f] not in other}
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 def _sample(frame: pd.DataFrame, sample: int | None, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """``frame.sample(n=sample, random_state=seed)`` (or all of ``frame``) and the rows' positions in ``frame``."""
@@ -350,11 +410,17 @@ def _given_scores(scores: Any, frame: pd.DataFrame) -> np.ndarray | None:
     return arr
 
 
-def _rescored(model: _Model, frame: pd.DataFrame, before: np.ndarray, new: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Scores of ``frame`` with the columns in ``new`` replaced, scoring only the rows whose values changed."""
+def _rescored(model: _Model, frame: pd.DataFrame, before: np.ndarray, new: Mapping[str, np.ndarray],
+              split_points: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Scores of ``frame`` with the columns in ``new`` replaced, scoring only the rows whose values changed
+    (and, for features in ``split_points``, changed sides of a threshold)."""
     changed = np.zeros(len(frame), dtype=bool)
     for f, values in new.items():
-        changed |= ~_same(frame[f], pd.Series(values, index=frame.index))
+        values = pd.Series(values, index=frame.index)
+        if split_points is not None and f in split_points:
+            changed |= ~_same_side(frame[f], values, split_points[f])
+        else:
+            changed |= ~_same(frame[f], values)
     after = before.copy()
     if changed.any():
         moved = frame.iloc[np.flatnonzero(changed)]
@@ -404,17 +470,35 @@ def _result(t: BehaviourTest, n: int, failed: int, examples: list[dict[str, Any]
             "max_failure_rate": t.max_failure_rate, "examples": examples, "message": message}
 
 
-def _run_perturbation(model: _Model, rows: pd.DataFrame, before: np.ndarray,
-                      t: Invariance | Directional) -> dict[str, Any]:
+def _same_side(old: pd.Series, new: pd.Series, points: Any) -> np.ndarray:
+    """Rows where ``x <= t`` comes out the same for the old and the new value at every threshold ``t``
+    of ``points`` (compared in the dtype of ``points``); a value only matches a missing one if missing."""
+    t = np.asarray(points)
+    a, b = (pd.to_numeric(v, errors="coerce").astype("float64").to_numpy(na_value=np.nan) for v in (old, new))
+    a_nan, b_nan = np.isnan(a), np.isnan(b)
+    with np.errstate(over="ignore"):  # beyond float32's range is beyond every threshold too
+        side_a = np.searchsorted(t, a.astype(t.dtype), side="left")  # thresholds below the value
+        side_b = np.searchsorted(t, b.astype(t.dtype), side="left")
+    return (a_nan & b_nan) | (~a_nan & ~b_nan & (side_a == side_b))
+
+
+def _run_perturbation(model: _Model, rows: pd.DataFrame, before: np.ndarray, t: Invariance | Directional,
+                      split_points: Mapping[str, Any] | None = None) -> dict[str, Any]:
     _require_feature(model, rows, t.feature, f"Test {t.name!r}")
     old = rows[t.feature]
     new = t._new_values(old, model)
     changed = ~_same(old, new)
     if not changed.any():
         return _result(t, 0, 0, [], f"the perturbation of {t.feature!r} changed no value")
-    moved = rows.loc[changed].assign(**{t.feature: new.to_numpy()[changed]})
-    after = np.asarray(model.predict_frame(moved), dtype=float)
     b = before[changed]
+    after = b.copy()  # rows on the same side of every threshold keep their score
+    moves = np.ones(len(b), dtype=bool)
+    if split_points is not None and t.feature in split_points:
+        moves = ~_same_side(old[changed], new[changed], split_points[t.feature])
+    if moves.any():
+        at = np.flatnonzero(changed)[moves]
+        moved = rows.iloc[at].assign(**{t.feature: new.to_numpy()[at]})
+        after[moves] = np.asarray(model.predict_frame(moved), dtype=float)
     failed, severity = t._failures(after - b)
     worst = np.flatnonzero(failed)[np.argsort(-severity[failed], kind="stable")][:_N_EXAMPLES]
     idx, o, v = rows.index[changed], old[changed], new[changed]

@@ -34,6 +34,7 @@ from loopml.evaluation import (
     slice_metrics,
     worst_slices,
 )
+from loopml.evaluation.behaviour import lightgbm_split_points, onnx_split_points
 from loopml.evaluation.bootstrap import METRICS
 from loopml.evaluation.gates import Gates, check_gates
 from loopml.events.log import EventLog
@@ -130,8 +131,10 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     worst = worst_slices(rows, y, p, SLICE_COLUMNS, min_support=gates.min_slice_support, bands=BANDS)
 
     lap("slices")
-    behaviour = run_behaviour_tests(model, rows, project.behaviour, scores=p) if project.behaviour else []
-    robustness = _robustness(project, model, rows, y, p)
+    splits = _split_points(model, registry, mv.info)
+    behaviour = run_behaviour_tests(model, rows, project.behaviour, scores=p, split_points=splits) \
+        if project.behaviour else []
+    robustness = _robustness(project, model, rows, y, p, splits)
     lap("behaviour_and_robustness")
     categorical = [c for c in project.categorical if c in model.features]
     leakage = leakage_report(rows, y, model.features, train_window=(mv.train_from, mv.train_to),
@@ -198,8 +201,17 @@ def _two_class(p: np.ndarray) -> np.ndarray:
     return np.column_stack([1 - p, p])
 
 
-def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, p: np.ndarray, *,
-                sample: int = 1000) -> dict[str, Any]:
+def _split_points(model: GBMModel, registry: Registry, info: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The thresholds the model's scorer compares each numeric feature with (see ``split_points``)."""
+    numeric = [f for f in model.features if f not in model.categories]
+    if model.backend == "onnx":
+        sha = (info.get("onnx") or {}).get("sha256")
+        return onnx_split_points(registry.artifacts.get(sha), model.features, numeric) if sha else None
+    return lightgbm_split_points(model.booster, model.features, numeric) if model.booster is not None else None
+
+
+def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, p: np.ndarray,
+                splits: dict[str, np.ndarray] | None = None, *, sample: int = 1000) -> dict[str, Any]:
     """Score stability under 1% noise on numeric features, and the cost of each source's features going missing."""
     take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
     at = rows.index.get_indexer(take.index)
@@ -211,7 +223,8 @@ def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.nda
         source = getattr(f, "source", "request")
         if f.name in model.features:
             by_source.setdefault(source, []).append(f.name)
-    return {"noise": noise_stability(model, take, numeric, scale=0.01, scores=p_take) if numeric else None,
+    return {"noise": noise_stability(model, take, numeric, scale=0.01, scores=p_take, split_points=splits)
+            if numeric else None,
             "missing_source": missing_feature_impact(model, take, {f"{s} feed down": fs for s, fs in by_source.items()},
                                                      y=y_take, scores=p_take)}
 
