@@ -3,9 +3,12 @@
 Starts ``loopml serve`` on the state and request that ``bench_serving.py`` prepared (run it once
 first), drives it with wrk at ``--concurrency`` (default 16), records the server with py-spy
 (``--rate`` Hz, wall clock, in its own virtual environment under bench/.out/serving/) and prints
-the share of the event-loop thread's busy samples per part of a request: framework layers, body
-parsing, request validation, online feature lookup, scoring, prediction log (write, fsync),
-metrics. Samples where the loop waits in ``select`` (idle) are counted apart.
+the share of the event-loop thread's samples per part of a request: uvicorn, the event loop,
+middleware, body parsing, request validation, online feature lookup, scoring, prediction log (write,
+fsync wait), metrics, response. py-spy skips a thread that sleeps (uvloop waits in epoll, in C), so
+the event-loop thread's samples over the wall time give how busy it was; the prediction log's fsync
+thread is counted apart. A part of the table that gets no samples is named in the output (the code it
+names was probably renamed).
 
 Run:  .venv/bin/python bench/profile_serving.py [--seconds 25] [--batch-window-ms 0]
 """
@@ -21,51 +24,59 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serving as bs  # noqa: E402
 
 PORT = 18721
-SRC = bs.ROOT / "src" / "loopml"
 
 # (label, predicate on the stack's frames), first match wins; unmatched stacks go to their leaf's package.
-PARTS = [
-    ("prediction log: os.fsync", lambda fs: "PredictionLog._append" in "".join(fs) and _line_has(fs[-1], "fsync")),
-    ("prediction log: json.dumps + write + flush", lambda fs: any("PredictionLog.log_predictions" in f for f in fs)),
-    ("online feature lookup (OnlineExecutor.get)", lambda fs: any("OnlineExecutor.get" in f for f in fs)),
-    ("scoring (GBMModel.predict_rows)", lambda fs: any("GBMModel.predict_rows" in f for f in fs)),
-    ("request validation (serving/schema.py)", lambda fs: any("loopml/serving/schema.py" in f for f in fs)),
-    ("rest of Predictor.predict_many (metrics, records, ids)",
-     lambda fs: any("Predictor.predict_many" in f for f in fs)),
-    ("micro-batcher (serving/batching.py)", lambda fs: any("loopml/serving/batch" in f for f in fs)),
-    ("body read + json.loads (http._json)", lambda fs: any("_json (loopml/serving/http.py" in f for f in fs)),
-    ("rest of the /predict route (response)", lambda fs: any("create_app.<locals>.predict" in f for f in fs)),
-    ("prometheus_client", lambda fs: any("prometheus_client" in f for f in fs)),
+# Names are the code's qualified names (py-spy prints Class.method): a part that gets no samples is flagged
+# in the output, since it usually means the code was renamed and this table went stale.
+PARTS: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("prediction log: orjson + write + flush (PredictionLog._append)", lambda fs: _in(fs, "PredictionLog._append")),
+    ("prediction log: fsync wait future (PredictionLog.durable)", lambda fs: _in(fs, "PredictionLog.durable")),
+    ("online feature lookup (OnlineExecutor.get)", lambda fs: _in(fs, "OnlineExecutor.get")),
+    ("scoring (GBMModel.predict_rows)", lambda fs: _in(fs, "GBMModel.predict_rows")),
+    ("request validation (serving/schema.py)", lambda fs: _in(fs, "loopml/serving/schema.py")),
+    ("rest of the Predictor (metrics, records, ids)", lambda fs: _in(fs, "(loopml/serving/predictor.py")),
+    ("micro-batcher (serving/batching.py)", lambda fs: _in(fs, "(loopml/serving/batching.py")),
+    ("body read + JSON parse (http _body, _json)", lambda fs: _in(fs, "create_app.<locals>._body", "create_app.<locals>._json")),
+    ("v2 tensors (serving/oip.py)", lambda fs: _in(fs, "(loopml/serving/oip.py")),
+    ("response sent (Starlette Response.__call__ + uvicorn writes)", lambda fs: _in(fs, "Response.__call__ (starlette/")),
+    ("rest of the endpoints (predict / _infer: parsing, response objects)",
+     lambda fs: _in(fs, "create_app.<locals>.predict", "create_app.<locals>._infer")),
+    ("prometheus_client", lambda fs: _in(fs, "prometheus_client/")),
+    ("middleware: request id, metrics, access line (http._Observe)", lambda fs: _in(fs, "_Observe.")),
+    ("FastAPI/Starlette stack (paths other than the scoring ones)", lambda fs: _in(fs, "Starlette.__call__")),
+    ("uvicorn: HTTP parsing, task per request, writes", lambda fs: _in(fs, "(uvicorn/protocols/")),
+    ("event loop itself (uvloop in C: epoll, socket reads, callbacks)", lambda fs: fs[-1].startswith("Runner.run (")),
 ]
 
 
-def _line_has(frame: str, word: str) -> bool:
-    m = re.search(r"\((loopml/[^:]+):(\d+)\)$", frame)
-    if not m:
-        return False
-    lines = (SRC.parent / m.group(1)).read_text().splitlines()
-    return word in lines[int(m.group(2)) - 1]
+NOT_ON_PREDICT = {"v2 tensors (serving/oip.py)", "FastAPI/Starlette stack (paths other than the scoring ones)"}
+
+
+def _in(frames: list[str], *names: str) -> bool:
+    return any(n in f for f in frames for n in names)
 
 
 def breakdown(raw: Path) -> tuple[collections.Counter, int, int]:
+    """Samples per part of the event-loop thread, its busy samples, and the flusher thread's samples."""
     parts: collections.Counter = collections.Counter()
-    busy = idle = 0
+    busy = flusher = 0
     for line in raw.read_text().splitlines():
         if not line.strip():
             continue
         stack, n_ = line.rsplit(" ", 1)
         n, fs = int(n_), stack.split(";")
-        if not any("serve (loopml/cli.py" in f for f in fs):
-            continue  # other threads (thread pool, champion watcher) mostly wait
-        if "select (selectors.py" in fs[-1]:
-            idle += n
+        if _in(fs, "PredictionLog._run"):
+            flusher += n
             continue
+        if not _in(fs, "serve (loopml/cli.py"):
+            continue  # other threads (thread pool, champion watcher) mostly wait
         busy += n
         for label, hit in PARTS:
             if hit(fs):
@@ -73,11 +84,8 @@ def breakdown(raw: Path) -> tuple[collections.Counter, int, int]:
                 break
         else:
             m = re.search(r"\(([^/()]+)/", fs[-1])
-            pkg = m.group(1) if m else "stdlib"
-            if "starlette/middleware/base.py" in stack and pkg in ("anyio", "starlette", "asyncio", "stdlib"):
-                pkg = "starlette BaseHTTPMiddleware (@app.middleware) + anyio streams"
-            parts[f"framework: {pkg}"] += n
-    return parts, busy, idle
+            parts[f"other: {m.group(1) if m else 'stdlib'}"] += n
+    return parts, busy, flusher
 
 
 def main() -> None:
@@ -116,13 +124,20 @@ def main() -> None:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=20)
     result = json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1][7:])
-    parts, busy, idle = breakdown(raw)
+    parts, busy, flusher = breakdown(raw)
+    wall = a.seconds * a.rate
     print(f"loopml serve under wrk -c{a.concurrency} (while sampled at {a.rate} Hz): "
-          f"{result['requests'] / (result['duration_us'] / 1e6):.0f} req/s, p50 {result['p50_us'] / 1000:.1f} ms")
-    print(f"event-loop thread: {busy} busy samples, {idle} idle in select ({100 * idle / max(busy + idle, 1):.0f}%)")
+          f"{result['requests'] / (result['duration_us'] / 1e6):.0f} req/s, p50 {result['p50_us'] / 1000:.1f} ms; "
+          f"load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"event-loop thread: {busy} samples, not sleeping {100 * busy / wall:.0f}% of the time (py-spy counts a "
+          f"thread that waits for a CPU as busy); prediction-log flusher thread: {100 * flusher / wall:.0f}%")
+    print("share of the event-loop thread's samples:")
     for label, n in parts.most_common():
-        if n / busy >= 0.005:
+        if n / max(busy, 1) >= 0.005:
             print(f"{100 * n / busy:5.1f}%  {label}")
+    stale = [label for label, _ in PARTS if not parts[label] and label not in NOT_ON_PREDICT]
+    if stale:
+        print(f"no samples for {stale}: renamed code? (see PARTS)")
     print(f"raw samples: {raw}")
 
 
