@@ -38,15 +38,25 @@ request (utime+stime of the server's process group from /proc/<pid>/stat, before
 and the median over rounds of the per-round ratios loopml/peer. Also measured in the same run, in
 fresh processes: the model's own one-row ``Booster.predict`` (native, one thread), loopml's ONNX
 one-row ``GBMModel.predict_rows`` and the in-process ``Predictor.predict_many`` of one raw request
-(validation, online feature lookup, ONNX scoring, durable prediction log in a scratch folder).
+(validation, online feature lookup, ONNX scoring, durable prediction log in a scratch folder), pinned
+to one CPU (``--pin``), each after a warm-up: wall p50/p99/p99.9, and the calling thread's CPU time per
+call (p50/p99: without the time the scheduler gave to other processes, which on a shared machine is
+most of a wall-clock p99).
 
-Run:  .venv/bin/python bench/bench_serving.py [--rounds 3] [--duration 10]
+``--before REV`` also serves loopml's ``src/`` at git revision REV (a worktree under OUT) as
+``loopml_before`` in the same rounds, and prints loopml / loopml_before; ``--after REV`` serves REV
+instead of this checkout (uncommitted work under ``src/``, anyone's, is otherwise what runs).
+``--only NAME ...`` runs a subset (loopml, asgi_const and loopml_before always run; peers' venvs are
+installed only for the peers that run).
+
+Run:  .venv/bin/python bench/bench_serving.py [--rounds 3] [--duration 10] [--before REV] [--after REV]
 Exit status 1 if a server answers a different score, fails to start, or returns errors under load.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -80,7 +90,7 @@ VENVS = {
     "fastapi": ["fastapi", "uvicorn[standard]", "lightgbm==4.7.0"],
 }
 PORTS = {"loopml": 18701, "mlflow": 18702, "mlserver": 18703, "fastapi": 18706, "asgi_const": 18707, "asgi_const_std": 18708,
-         "loopml_batch": 18709}
+         "loopml_batch": 18709, "loopml_before": 18710}
 
 FASTAPI_APP = '''"""Naive baseline (peers/serving/fastapi_app.py with LightGBM): one JSON row in, predict out."""
 import os
@@ -231,13 +241,18 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def layout_peers(info: dict) -> None:
-    bins = {n: ensure_venv(n) for n in VENVS}
-    out = subprocess.run([str(bins["mlflow"] / "python"), "-c", MLFLOW_SAVE, str(OUT / "row.json"),
-                          str(OUT / "model.txt"), str(OUT / "mlflow_model")], capture_output=True, text=True,
-                         env=dict(os.environ, MLFLOW_TRACKING_URI=f"file://{OUT}/mlruns"))
-    if out.returncode:
-        raise SystemExit(f"mlflow save_model failed:\n{out.stderr[-3000:]}")
+def layout_peers(info: dict, names: set[str]) -> None:
+    """Install and lay out the peers among ``names`` (venvs only for those that run)."""
+    need = {"mlflow": "mlflow", "mlserver": "mlserver", "fastapi": "fastapi", "asgi_const_std": "fastapi"}
+    bins = {v: ensure_venv(v) for n, v in need.items() if n in names}
+    (OUT / "fastapi_app.py").write_text(FASTAPI_APP)
+    (OUT / "asgi_const.py").write_text(ASGI_CONST)
+    if "mlflow" in bins:
+        out = subprocess.run([str(bins["mlflow"] / "python"), "-c", MLFLOW_SAVE, str(OUT / "row.json"),
+                              str(OUT / "model.txt"), str(OUT / "mlflow_model")], capture_output=True, text=True,
+                             env=dict(os.environ, MLFLOW_TRACKING_URI=f"file://{OUT}/mlruns"))
+        if out.returncode:
+            raise SystemExit(f"mlflow save_model failed:\n{out.stderr[-3000:]}")
     repo = OUT / "mlserver_repo"
     shutil.rmtree(repo, ignore_errors=True)
     (repo / "flights").mkdir(parents=True)
@@ -248,11 +263,34 @@ def layout_peers(info: dict) -> None:
     (repo / "flights" / "model-settings.json").write_text(json.dumps(
         {"name": "flights", "implementation": "mlserver_lightgbm.LightGBMModel", **BATCH,
          "parameters": {"uri": "./model.txt", "version": "v1"}}, indent=1))
-    (OUT / "fastapi_app.py").write_text(FASTAPI_APP)
-    (OUT / "asgi_const.py").write_text(ASGI_CONST)
 
 
-def servers(info: dict) -> dict[str, dict]:
+def worktree(rev: str) -> Path:
+    """src/ of git revision ``rev``, checked out once into OUT/src-REV (a git worktree)."""
+    path = OUT / f"src-{rev}"
+    if not path.exists():
+        OUT.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
+                       capture_output=True)
+    return path / "src"
+
+
+def servers(info: dict, *, after: Path | None = None, before: tuple[str, Path] | None = None) -> dict[str, dict]:
+    """The servers to compare; ``after``/``before``: loopml's src/ from a worktree instead of this checkout."""
+    out = _servers(info)
+    if after is not None:
+        for n in ("loopml", "loopml_batch"):
+            out[n]["env"] = {"PYTHONPATH": str(after)}
+    if before is not None:
+        rev, src = before
+        port = PORTS["loopml_before"]
+        out["loopml_before"] = {**out["loopml"], "env": {"PYTHONPATH": str(src)}, "rev": rev,
+                                "cmd": [*out["loopml"]["cmd"][:-1], str(port)],
+                                "health": f"http://127.0.0.1:{port}/health", "url": f"http://127.0.0.1:{port}/predict"}
+    return out
+
+
+def _servers(info: dict) -> dict[str, dict]:
     venv = {n: OUT / f"venv-{n}" / "bin" for n in VENVS}
     row, feats = info["row"], info["features"]
     host = "http://127.0.0.1"
@@ -349,18 +387,26 @@ def wrk(url: str, lua: Path, conc: int, dur: int, pgid: int | None = None) -> di
 
 
 def _timed(fn, n: int) -> dict:
+    """Latency of ``fn`` after a warm-up: wall-clock percentiles, and this thread's CPU time per call (its p99
+    leaves out the time the scheduler ran something else: on a shared machine that is most of a wall p99)."""
     for _ in range(max(n // 10, 50)):
         fn()
-    ts = []
+    ts, cs = [], []
+    collections0 = sum(g["collections"] for g in gc.get_stats())
     c0 = time.process_time()
     for _ in range(n):
-        t = time.perf_counter()
+        c, t = time.thread_time(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
+        cs.append(time.thread_time() - c)
     cpu = (time.process_time() - c0) / n
     ts.sort()
+    cs.sort()
     return {"p50_us": ts[len(ts) // 2] * 1e6, "p99_us": ts[int(len(ts) * 0.99)] * 1e6,
-            "mean_us": statistics.fmean(ts) * 1e6, "cpu_us_per_call": cpu * 1e6}
+            "p999_us": ts[int(len(ts) * 0.999)] * 1e6, "mean_us": statistics.fmean(ts) * 1e6,
+            "cpu_us_per_call": cpu * 1e6, "thread_cpu_p50_us": cs[len(cs) // 2] * 1e6,
+            "thread_cpu_p99_us": cs[int(len(cs) * 0.99)] * 1e6,
+            "gc_collections": sum(g["collections"] for g in gc.get_stats()) - collections0}
 
 
 def inprocess(n: int) -> dict:
@@ -420,7 +466,8 @@ def run_round(k: int, srv: dict[str, dict], info: dict, concs: list[int], dur: i
         for name, s in srv.items():
             log = open(OUT / f"{name}_round{k}.log", "w")  # noqa: SIM115 (closed with the process)
             bindir = str(Path(s["cmd"][0]).parent)  # mlflow execs `uvicorn` from PATH
-            procs[name] = subprocess.Popen(s["cmd"], cwd=OUT, env=dict(env, PATH=f"{bindir}:{env['PATH']}"),
+            procs[name] = subprocess.Popen(s["cmd"], cwd=OUT, env=dict(env, PATH=f"{bindir}:{env['PATH']}",
+                                                                   **s.get("env", {})),
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         t0, pending = time.time(), set(srv)
         while pending and time.time() - t0 < 300:
@@ -495,11 +542,24 @@ def report(rounds: list[dict], floors: list[dict], concs: list[int]) -> dict:
                 summary["ratios"].setdefault(subject, {}).setdefault(n, {})[key] = ratio
                 print(f"  vs {n:14s} throughput {ratio['rps']:5.2f}x  p50 {ratio['p50']:5.2f}x  "
                       f"p99 {ratio['p99']:5.2f}x  CPU/req {ratio['cpu']:5.2f}x")
-    print(f"\nin process, one row, median over {len(floors)} fresh processes (us)")
+    if "loopml_before" in names:
+        for c in concs:
+            key = f"c{c}"
+            ratio = {m: median([f(r["servers"]["loopml"][key]) / f(r["servers"]["loopml_before"][key]) for r in rounds])
+                     for m, f in [("rps", lambda r: r["rps"]), ("p99", lambda r: r["p99_us"]),
+                                  ("cpu", lambda r: r["server_cpu_us_per_req"])]}
+            summary["ratios"].setdefault("loopml", {}).setdefault("loopml_before", {})[key] = ratio
+            print(f"loopml / loopml_before at c={c}: throughput {ratio['rps']:5.2f}x  p99 {ratio['p99']:5.2f}x  "
+                  f"CPU/req {ratio['cpu']:5.2f}x (median of per-round ratios)")
+    print(f"\nin process, one row, median over {len(floors)} fresh processes (us; thread CPU: this thread's CPU time "
+          f"per call, without the time the scheduler ran something else)")
     for k in floors[0]:
-        s = {m: median([f[k][m] for f in floors]) for m in ("p50_us", "p99_us", "cpu_us_per_call")}
+        s = {m: median([f[k].get(m, float("nan")) for f in floors])
+             for m in ("p50_us", "p99_us", "p999_us", "cpu_us_per_call", "thread_cpu_p50_us", "thread_cpu_p99_us")}
         summary["floors"][k] = s
-        print(f"  {k:30s} p50 {s['p50_us']:7.1f}  p99 {s['p99_us']:7.1f}  CPU/call {s['cpu_us_per_call']:7.1f}")
+        print(f"  {k:30s} p50 {s['p50_us']:7.1f}  p99 {s['p99_us']:7.1f}  p99.9 {s['p999_us']:7.1f}  "
+              f"CPU/call {s['cpu_us_per_call']:7.1f}  thread CPU p50 {s['thread_cpu_p50_us']:6.1f} "
+              f"p99 {s['thread_cpu_p99_us']:6.1f}")
     c = concs[-1]
     for floor_name in [n for n in ("asgi_const", "asgi_const_std") if n in names]:
         for subject in [n for n in names if n.startswith("loopml")]:
@@ -527,9 +587,13 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--only", nargs="+", help="a subset of servers (loopml and asgi_const always run)")
+    ap.add_argument("--before", metavar="REV", help="also serve loopml's src/ at git revision REV (loopml_before)")
+    ap.add_argument("--after", metavar="REV", help="serve loopml's src/ at git revision REV instead of this checkout's")
     ap.add_argument("--report", metavar="JSON", help="print the report of a saved results file and exit")
     ap.add_argument("--inprocess", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, default=3000, help="calls per in-process floor")
+    ap.add_argument("--n", type=int, default=5000, help="calls per in-process floor")
+    ap.add_argument("--pin", type=int, default=(os.cpu_count() or 1) - 1,
+                    help="CPU to pin the in-process floors to with taskset (-1: not pinned)")
     a = ap.parse_args()
     if a.report:
         doc = json.loads(Path(a.report).read_text())
@@ -540,23 +604,25 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    print(f"loopml {git_commit()}; load average at start {open('/proc/loadavg').read().split()[:3]}", flush=True)
+    print(f"loopml {a.after or git_commit()}" + (f" (before: {a.before})" if a.before else "") + "; load average at start {open('/proc/loadavg').read().split()[:3]}", flush=True)
     ensure_state()
     info = prepare()
-    layout_peers(info)
-    print(f"flight {info['request']}; model v{info['model_version']} ({info['backend']}); "
-          f"score {info['expected']:.6f}; {len(info['features'])} features", flush=True)
-    srv = servers(info)
+    srv = servers(info, after=worktree(a.after) if a.after else None,
+                  before=(a.before, worktree(a.before)) if a.before else None)
     if a.only:
-        srv = {n: s for n, s in srv.items() if n in {*a.only, "loopml", "asgi_const"}}
+        srv = {n: s for n, s in srv.items() if n in {*a.only, "loopml", "asgi_const", "loopml_before"}}
+    layout_peers(info, set(srv))
+    print(f"flight {info['request']}; model v{info['model_version']} ({info['backend']}); "
+          f"score {info['expected']:.6f}; {len(info['features'])} features; servers {list(srv)}", flush=True)
     rounds, floors = [], []
     for k in range(a.rounds):
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        out = subprocess.run([str(LOOPML_PY), __file__, "--inprocess", "--n", str(a.n)], capture_output=True,
+        env = dict(os.environ, OMP_NUM_THREADS="1", **srv["loopml"].get("env", {}))
+        pin = ["taskset", "-c", str(a.pin)] if a.pin >= 0 and shutil.which("taskset") else []
+        out = subprocess.run([*pin, str(LOOPML_PY), __file__, "--inprocess", "--n", str(a.n)], capture_output=True,
                              text=True, env=env, check=True)
         floors.append(json.loads(out.stdout.strip().splitlines()[-1]))
         rounds.append(run_round(k, srv, info, a.concurrency, a.duration))
-    doc = {"commit": git_commit(), "info": info, "rounds": rounds, "floors": floors, "args": vars(a),
+    doc = {"commit": a.after or git_commit(), "before": a.before, "info": info, "rounds": rounds, "floors": floors, "args": vars(a),
            "mlserver_batching": BATCH, "loopml_batch_window_ms": LOOPML_BATCH_MS}
     path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(doc, indent=1, default=str))  # raw rounds first: the report reads only these
