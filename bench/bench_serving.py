@@ -47,7 +47,7 @@ most of a wall-clock p99).
 ``loopml_before`` in the same rounds, and prints loopml / loopml_before; ``--after REV`` serves REV
 instead of this checkout (uncommitted work under ``src/``, anyone's, is otherwise what runs).
 ``--only NAME ...`` runs a subset (loopml, asgi_const and loopml_before always run; peers' venvs are
-installed only for the peers that run).
+installed only for the peers that run). ``--onnx`` only times ONNX Runtime call styles (see onnx_variants).
 
 Run:  .venv/bin/python bench/bench_serving.py [--rounds 3] [--duration 10] [--before REV] [--after REV]
 Exit status 1 if a server answers a different score, fails to start, or returns errors under load.
@@ -437,6 +437,76 @@ def inprocess(n: int) -> dict:
     return res
 
 
+def onnx_variants(n: int) -> dict:
+    """One-row ONNX Runtime calls of the served model under session options and call styles, warm (the same
+    call in a loop) and cache-cold (a 32 MB array summed between calls, as a server's other work and other
+    processes evict the trees), beside ``Booster.predict``; 16 rows too. Run with ``--onnx`` (pinned, see --pin)."""
+    import lightgbm as lgb
+    import numpy as np
+    import onnxruntime as ort
+
+    from loopml import load_project
+    from loopml.registry import ArtifactStore, Registry
+    from loopml.workspace import Workspace
+
+    proj = load_project(PROJECT)
+    ws = Workspace.for_project(proj, STATE)
+    reg = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    mv = reg.get(proj.name, "champion")
+    blob = reg.artifacts.get(mv.info["onnx"]["sha256"])
+    info = json.loads((OUT / "row.json").read_text())
+    x = np.asarray([info["row"]], dtype=np.float32)
+    booster = lgb.Booster(model_file=str(OUT / "model.txt"))
+    junk = np.ones(4_000_000)
+
+    def session(**config: str) -> ort.InferenceSession:
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = o.inter_op_num_threads = 1
+        o.log_severity_level = 3
+        if config.pop("sequential", None):
+            o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if config.pop("opt", None) == "basic":
+            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        for k, v in config.items():
+            o.add_session_config_entry(k, v)
+        return ort.InferenceSession(blob, o, providers=["CPUExecutionProvider"])
+
+    base = session()
+    tuned = session(sequential="1", **{"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"})
+    basic = session(opt="basic")
+    binding = base.io_binding()
+    binding.bind_cpu_input("input", x)
+    binding.bind_output("probabilities")
+    x16 = np.repeat(x, 16, axis=0)
+    calls = {
+        "run(None), loopml's options before": lambda: base.run(None, {"input": x}),
+        "run(['probabilities']), as loopml now": lambda: base.run(["probabilities"], {"input": x}),
+        "+ sequential, no spinning": lambda: tuned.run(["probabilities"], {"input": x}),
+        "graph optimisation basic (default all)": lambda: basic.run(["probabilities"], {"input": x}),
+        "IOBinding, input bound once": lambda: base.run_with_iobinding(binding),
+        "Booster.predict (native)": lambda: booster.predict(x.astype(np.float64), num_threads=1),
+        "16 rows: run(['probabilities'])": lambda: base.run(["probabilities"], {"input": x16}),
+        "16 rows: Booster.predict": lambda: booster.predict(x16.astype(np.float64), num_threads=1),
+    }
+    out: dict = {}
+    for name, fn in calls.items():
+        for cold in (False, True):
+            for _ in range(100):
+                fn()
+            ts = []
+            for _ in range(n):
+                if cold:
+                    junk.sum()
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+            ts.sort()
+            out.setdefault(name, {})["cold_p50_us" if cold else "warm_p50_us"] = ts[len(ts) // 2] * 1e6
+        print(f"{name:42s} warm p50 {out[name]['warm_p50_us']:7.1f} us   cache-cold p50 {out[name]['cold_p50_us']:7.1f} us",
+              flush=True)
+    return out
+
+
 # -- one round -------------------------------------------------------------------------------------
 
 def stop(procs: dict[str, subprocess.Popen]) -> None:
@@ -591,6 +661,7 @@ def main() -> None:
     ap.add_argument("--after", metavar="REV", help="serve loopml's src/ at git revision REV instead of this checkout's")
     ap.add_argument("--report", metavar="JSON", help="print the report of a saved results file and exit")
     ap.add_argument("--inprocess", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--onnx", action="store_true", help="only compare ONNX Runtime call styles (run bench once first)")
     ap.add_argument("--n", type=int, default=5000, help="calls per in-process floor")
     ap.add_argument("--pin", type=int, default=(os.cpu_count() or 1) - 1,
                     help="CPU to pin the in-process floors to with taskset (-1: not pinned)")
@@ -601,6 +672,12 @@ def main() -> None:
         return
     if a.inprocess:
         print(json.dumps(inprocess(a.n)))
+        return
+    if a.onnx:
+        if a.pin >= 0 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {a.pin})
+        print(f"ONNX Runtime one-row calls, pinned to CPU {a.pin}; load average {Path('/proc/loadavg').read_text().split()[:3]}")
+        onnx_variants(min(a.n, 3000))
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
