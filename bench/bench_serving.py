@@ -681,7 +681,9 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    print(f"loopml {a.after or git_commit()}" + (f" (before: {a.before})" if a.before else "") + "; load average at start {open('/proc/loadavg').read().split()[:3]}", flush=True)
+    before = f" (before: {a.before})" if a.before else ""
+    print(f"loopml {a.after or git_commit()}{before}; load average at start "
+          f"{Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     ensure_state()
     info = prepare()
     srv = servers(info, after=worktree(a.after) if a.after else None,
