@@ -2,9 +2,10 @@
 
 At registration a model is exported with onnxmltools and scored by ONNX Runtime and by LightGBM on
 a held-out sample; the export is kept only if every score agrees within ``tolerance`` (1e-5).
-Serving then uses ONNX Runtime (about 1.5x faster than ``Booster.predict`` for one row here, see
-bench/RESULTS.md); any export or load failure leaves the model on the native path, with the
-reason recorded. Both batch and online scoring use the same path, so they still agree exactly.
+Serving then uses ONNX Runtime; any export or load failure leaves the model on the native path, with
+the reason recorded. For the flights model (300 trees) a one-row call takes about as long as
+``Booster.predict`` and a 16-row call about twice as long (``bench/bench_serving.py --onnx``,
+bench/RESULTS.md). Both batch and online scoring use the same path, so they still agree exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ __all__ = ["OnnxScorer", "export_onnx"]
 
 
 class OnnxScorer:
-    """A single-threaded ONNX Runtime session scoring float32 feature matrices."""
+    """A single-threaded ONNX Runtime session scoring float32 feature matrices.
+
+    One intra-op thread and no more options: sequential execution, no spinning, another graph
+    optimisation level or IOBinding changed a one-row call by at most a few microseconds in
+    ``bench_serving.py --onnx``; fetching only the probabilities (not the label) saves the most.
+    """
 
     def __init__(self, blob: bytes) -> None:
         import onnxruntime as ort
