@@ -478,6 +478,8 @@ def onnx_variants(n: int) -> dict:
     binding.bind_cpu_input("input", x)
     binding.bind_output("probabilities")
     x16 = np.repeat(x, 16, axis=0)
+    fast_row = _lightgbm_single_row_fast(booster, x.shape[1])
+    row64 = x[0].astype(np.float64)
     calls = {
         "run(None), loopml's options before": lambda: base.run(None, {"input": x}),
         "run(['probabilities']), as loopml now": lambda: base.run(["probabilities"], {"input": x}),
@@ -485,6 +487,7 @@ def onnx_variants(n: int) -> dict:
         "graph optimisation basic (default all)": lambda: basic.run(["probabilities"], {"input": x}),
         "IOBinding, input bound once": lambda: base.run_with_iobinding(binding),
         "Booster.predict (native)": lambda: booster.predict(x.astype(np.float64), num_threads=1),
+        "LightGBM C API single-row fast path": lambda: fast_row(row64),
         "16 rows: run(['probabilities'])": lambda: base.run(["probabilities"], {"input": x16}),
         "16 rows: Booster.predict": lambda: booster.predict(x16.astype(np.float64), num_threads=1),
     }
@@ -505,6 +508,35 @@ def onnx_variants(n: int) -> dict:
         print(f"{name:42s} warm p50 {out[name]['warm_p50_us']:7.1f} us   cache-cold p50 {out[name]['cold_p50_us']:7.1f} us",
               flush=True)
     return out
+
+
+def _lightgbm_single_row_fast(booster, n_features: int):
+    """LightGBM's own one-row scorer (``LGBM_BoosterPredictForMatSingleRowFast``, set up once), which the Python
+    package does not wrap: the same trees and arithmetic as ``Booster.predict``, without its per-call checks."""
+    import ctypes
+
+    import numpy as np
+    from lightgbm.basic import _LIB, _c_str, _safe_call
+
+    handle = ctypes.c_void_p()
+    # predict type 0 (normal), start iteration 0, all iterations, float64 rows
+    _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+        booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1), ctypes.c_int(1),
+        ctypes.c_int32(n_features), _c_str("num_threads=1"), ctypes.byref(handle)))
+    buf, out, out_len = np.empty(n_features), np.empty(1), ctypes.c_int64()
+    args = (handle, buf.ctypes.data_as(ctypes.c_void_p), ctypes.byref(out_len),
+            out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+    call = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+
+    def predict(row: np.ndarray) -> float:
+        buf[:] = row
+        _safe_call(call(*args))
+        return float(out[0])
+
+    expected = float(booster.predict(np.zeros((1, n_features)), num_threads=1)[0])
+    if abs(predict(np.zeros(n_features)) - expected) > 1e-12:
+        raise SystemExit("LightGBM's single-row fast path disagrees with Booster.predict")
+    return predict
 
 
 # -- one round -------------------------------------------------------------------------------------
