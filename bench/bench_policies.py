@@ -105,13 +105,13 @@ def run(policy: str, events: Path) -> dict:
     return _from_state(state)
 
 
-def _rejection_reason(details: dict) -> str:
-    failed = details.get("failed_gates")
-    if failed:
-        return "+".join(sorted(failed))
+def _rejection_reasons(details: dict) -> list[str]:
+    """The gates a rejected challenger failed, or why it lost without failing one."""
+    if details.get("failed_gates"):
+        return list(details["failed_gates"])
     if details.get("labelled", 0) < 1000:
-        return "too few holdout labels"
-    return "holdout log loss"
+        return ["too few holdout labels"]
+    return ["holdout log loss"]
 
 
 def _from_state(state: Path) -> dict:
@@ -123,13 +123,15 @@ def _from_state(state: Path) -> dict:
     replay = json.loads((state / "replay.json").read_text()) if (state / "replay.json").exists() else {}
     usage = json.loads((state / "rusage.json").read_text()) if (state / "rusage.json").exists() else {}
     nan = float("nan")
-    reasons = Counter(_rejection_reason(d["details"] or {}) for d in decisions if d["kind"] == "rejected")
+    rejected = [d for d in decisions if d["kind"] == "rejected"]
+    # per gate: a rejected challenger can fail several, so these add up to more than the rejections
+    reasons = Counter(g for d in rejected for g in _rejection_reasons(d["details"] or {}))
     return {"state": state, "decisions": decisions,
             "retrainings": sum(1 for d in decisions if d["kind"] == "trigger"),
             # the initial champion (trained on Jan-Feb) is promoted by the replay itself, not by a policy
             "promotions": sum(1 for d in decisions if d["kind"] == "promoted") - 1,
-            "rejections": sum(reasons.values()),
-            "rejected_why": "; ".join(f"{k} x{v}" for k, v in reasons.most_common()) or "",
+            "rejections": len(rejected),
+            "rejected_why": ", ".join(f"{k} {v}" for k, v in reasons.most_common()),
             "retrain_cpu_s": replay.get("retrain_cpu_seconds", nan),
             "replay_cpu_s": usage.get("cpu_s", nan), "wall_s": usage.get("wall_s", nan),
             "max_rss_mb": usage.get("max_rss_mb", nan), "commit": usage.get("commit", "?")}
