@@ -39,8 +39,9 @@ method runs in its own fresh process and times the same 2,000 random entity keys
   floor ``redis_hget``: one raw ``HGET`` of the same blob with redis-py (one dedicated connection).
 
 State is built by ``materialize`` at the end of the data; every method's values are checked against
-the latest row of each entity (``duckdb arg_max``). Feast's ~10-minute materialization is skipped by
-``--skip-feast``. Rounds (``--rounds``) rotate the order of the loopml methods.
+the latest row of each entity (``duckdb arg_max``). ``--skip-feast`` leaves Feast out. Every method
+runs once per round (``--rounds``), in an order rotated between rounds; the table gives medians over rounds,
+and the Feast / loopml ratio is the median of per-round ratios.
 
 Run:  .venv/bin/python bench/bench_online.py   (state goes to bench/.out/, gitignored)
       .venv/bin/python bench/bench_online.py --workload issue3 [--rounds 3] [--skip-feast]
@@ -250,14 +251,11 @@ def issue3(rounds: int, skip_feast: bool) -> int:
     materialize(EventLog(bf.LOG), feats, _issue3_at(fs), store=SQLiteOnlineStore(ISSUE3_DB))
     materialize(EventLog(bf.LOG), feats, _issue3_at(fs), store=redis_store)
     print(f"loopml state materialized into SQLite and Redis in {time.perf_counter() - t0:.1f} s", flush=True)
-    methods = ["loopml_sqlite", "loopml_sqlite_cached", "loopml_redis", "redis_hget"]
+    methods = [*([] if skip_feast else ["feast"]), "loopml_sqlite", "loopml_sqlite_cached", "loopml_redis", "redis_hget"]
     res: dict[str, list[dict]] = {}
     mismatches: dict[str, int] = {}
     for r in range(rounds):
-        order = methods[r % len(methods):] + methods[:r % len(methods)]
-        if r == 0 and not skip_feast:
-            order = ["feast", *order]
-        for m in order:
+        for m in methods[r % len(methods):] + methods[:r % len(methods)]:
             out = bf.spawn("online_feast") if m == "feast" else _spawn_issue3(m)
             if "error" in out:
                 print(f"{m}: {out['error']}", flush=True)
@@ -278,9 +276,12 @@ def issue3(rounds: int, skip_feast: bool) -> int:
     for m, x in med.items():
         print(f"| {labels[m]} | {x['p50_us']:.1f} | {x['p99_us']:.1f} | {x['mean_us']:.1f} | {len(res[m])} |")
     if "feast" in med:
-        f, s = med["feast"], med["loopml_sqlite"]
-        print(f"\nFeast / loopml SQLite (every call reads the store): p50 {f['p50_us'] / s['p50_us']:.1f}x, "
-              f"p99 {f['p99_us'] / s['p99_us']:.1f}x")
+        per_round = {q: [f[q] / x[q] for f, x in zip(res["feast"], res["loopml_sqlite"], strict=False)]
+                     for q in ("p50_us", "p99_us")}
+        print(f"\nFeast / loopml SQLite (every call reads the store), median of per-round ratios: "
+              f"p50 {statistics.median(per_round['p50_us']):.1f}x "
+              f"({', '.join(f'{x:.1f}' for x in per_round['p50_us'])}), "
+              f"p99 {statistics.median(per_round['p99_us']):.1f}x ({', '.join(f'{x:.1f}' for x in per_round['p99_us'])})")
     print(f"value mismatches against the latest rows (200 keys per process): {mismatches}")
     print(f"load average at start {load0}, at end {_load()}; loopml code: {_code_version()}")
     return 1 if any(mismatches.values()) else 0
