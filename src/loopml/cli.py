@@ -55,6 +55,12 @@ def _examples_dir() -> Path:
                       "(make demo installs it in editable mode)")
 
 
+def _policy_results(proj: Any) -> Path | None:
+    """The project folder's ``results/`` (a retraining-policy experiment's summary), if it has one."""
+    folder = proj.path / "results" if proj.path is not None else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def _open(project: Path, state: Path | None) -> tuple[Any, Any]:
     from loopml.project import load_project
     from loopml.workspace import Workspace
@@ -579,7 +585,8 @@ def _run_loop(proj: Any, ws: Any, start: datetime, until: datetime, as_json: boo
     with _progress() as bar:
         result = LoopController(proj, ws, policy=retrain, progress=_progress_callback(bar)).run(start, until)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
-                         decisions=result.decisions, calibration=result.calibration, quality=result.quality)
+                         decisions=result.decisions, calibration=result.calibration, quality=result.quality,
+                         policy_results=_policy_results(proj))
     doc = {"months": result.months, "report": str(report), "wall_seconds": round(time.perf_counter() - t0, 1),
            "policy": policy or ("project" if proj.policy is not None else "monthly"),
            "policy_settings": _policy_settings(retrain), "retrainings": result.retrainings, "retrain_cpu_seconds": result.retrain_cpu_seconds,
@@ -656,7 +663,8 @@ def run_cmd(project: ProjectOpt, state: StateOpt = None,
         result = LoopController(proj, ws, policy=retrain, progress=_progress_callback(bar)).run(
             a, b, clock=clock, stop=stop, ingest=live, checkpoint=ckpt)
     report = loop_report(ws.reports / "report.html", project=proj.name, months=result.months, weekly=result.weekly,
-                         decisions=result.decisions, calibration=result.calibration, quality=result.quality)
+                         decisions=result.decisions, calibration=result.calibration, quality=result.quality,
+                         policy_results=_policy_results(proj))
     doc = {"finished": result.finished, "done_until": result.done_until,
            "policy": policy or ("project" if proj.policy is not None else "monthly"),
            "policy_settings": _policy_settings(retrain), "speed": speed,

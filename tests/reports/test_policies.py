@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -75,6 +77,14 @@ def test_loop_report_of_another_project_has_no_section_by_default(tmp_path):
     assert "Retraining policies on 2013" not in out.read_text()
 
 
-def test_flights_report_has_the_section_or_says_it_is_missing(tmp_path):
-    out = loop_report(tmp_path / "r.html", project="flights", months=[], weekly=[], decisions=[], calibration={})
-    assert "Retraining policies on 2013" in out.read_text()
+def test_the_flights_project_reports_its_committed_experiment(tmp_path):
+    from loopml.cli import _policy_results
+    from loopml.project import load_project
+
+    folder = _policy_results(load_project(Path(__file__).resolve().parents[2] / "examples" / "flights"))
+    assert folder is not None and (folder / "policies.csv").exists()
+    res = read_policy_results(folder)
+    assert set(res.summary["policy"]) >= {"static", "monthly", "weekly-stateful", "triggered"}
+    out = loop_report(tmp_path / "r.html", project="flights", months=[], weekly=[], decisions=[], calibration={},
+                      policy_results=folder)
+    assert f"Retraining policies on 2013 (measured {', '.join(res.measured)}" in out.read_text()

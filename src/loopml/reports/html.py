@@ -68,14 +68,12 @@ def loop_report(path: Path, *, project: str, months: Sequence[Mapping[str, Any]]
     """Write the continual-learning report (monthly table, weekly metrics, calibration, decision timeline,
     data quality, decisions).
 
-    ``policy_results`` is the folder of the 2013 retraining-policy experiment's summary
-    (:mod:`loopml.reports.policies`); for the flights project it defaults to the one committed in a
-    source checkout, and the section says so if the summary is missing.
+    ``policy_results`` is the folder of a retraining-policy experiment's summary
+    (:mod:`loopml.reports.policies`; the CLI passes the project folder's ``results/`` when it has
+    one); without it the report has no such section, and with it a missing summary is said so.
     """
-    from loopml.reports.policies import DEFAULT_POLICY_RESULTS, policies_section
+    from loopml.reports.policies import policies_section
 
-    if policy_results is None and project == "flights":
-        policy_results = DEFAULT_POLICY_RESULTS
     parts = [(f"<p class=muted>Project <b>{html.escape(project)}</b>. Every number below comes from the prediction "
               "log joined with labels as they landed (log and wait).</p>")]
     parts.append("<h2>Per month</h2>")

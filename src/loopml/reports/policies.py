@@ -22,10 +22,9 @@ from loopml.errors import SchemaError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_POLICY_RESULTS", "PolicyResults", "policies_section", "read_policy_results"]
+__all__ = ["PolicyResults", "policies_section", "read_policy_results"]
 
 #: Where ``bench/bench_policies.py`` writes the summary, in a source checkout of loopml.
-DEFAULT_POLICY_RESULTS = Path(__file__).resolve().parents[3] / "examples" / "flights" / "results"
 
 _SUMMARY_COLUMNS = ("policy", "log_loss", "vs_static", "auc", "ece", "retrainings", "promotions", "rejections",
                     "rejected_why", "retrain_cpu_s", "replay_cpu_s", "wall_s", "weeks_beating_static", "commit",
