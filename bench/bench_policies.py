@@ -25,9 +25,13 @@ Policies (loopml.loop.RetrainPolicy.named):
 A challenger is promoted only if it beats the champion's log loss on the last 7 days' labels and
 passes the project's gates there.
 
-Usage: bench_policies.py [--rev=REV] [--only=a,b] [--summarize]
+Usage: bench_policies.py [--rev=REV] [--only=a,b] [--summarize] [--ablation]
   --only reruns some policies and re-reads the others from their state folders (and their saved
   replay.json / rusage.json); --summarize reruns none.
+  --ablation replays monthly and triggered again with only the holdout log-loss gate (the project's ECE
+  and slice gates off: ``max_ece=1``, no slice large enough to be compared) into ``<policy>-loss-gate-only``
+  state folders and prints them beside the runs with the project's gates (which must exist); it does not
+  touch the committed summary.
 """
 
 from __future__ import annotations
@@ -81,16 +85,16 @@ def _reexec_from_snapshot() -> None:
     os.execve(sys.executable, [sys.executable, str(code / "bench" / "bench_policies.py"), *sys.argv[1:]], env)
 
 
-def run(policy: str, events: Path) -> dict:
+def run(policy: str, events: Path, *, project: Path | None = None, name: str | None = None) -> dict:
     """One full replay in its own state folder; its CPU seconds from wait4 on that process alone."""
-    state = OUT / policy
+    state = OUT / (name or policy)
     if state.exists():
         subprocess.run(["rm", "-rf", str(state)], check=True)
     state.mkdir(parents=True)
     (state / "events").symlink_to(events, target_is_directory=True)
     t0 = time.perf_counter()
     with open(state / "replay.json", "w") as out, open(state / "replay.err", "w") as err:
-        proc = subprocess.Popen([*LOOPML, "replay", "--project", str(HERE / "examples" / "flights"),
+        proc = subprocess.Popen([*LOOPML, "replay", "--project", str(project or HERE / "examples" / "flights"),
                                  "--state", str(state), "--from", START, "--until", UNTIL, "--policy", policy,
                                  "--json"], stdout=out, stderr=err)
         _, status, ru = os.wait4(proc.pid, 0)
@@ -221,6 +225,29 @@ def decisions_table(docs: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ABLATION = ["monthly", "triggered"]
+
+
+def ablation(events: Path) -> None:
+    """Do the ECE and slice gates help? The same replays with only the holdout log-loss gate."""
+    variant = OUT / "loss-gate-only-project"
+    variant.mkdir(parents=True, exist_ok=True)
+    (variant / "project.py").write_text(
+        '"""The flights project with only the holdout log-loss gate (bench_policies.py --ablation)."""\n'
+        "import dataclasses\n\nfrom loopml import load_project\n\n"
+        f"_base = load_project({str(HERE / 'examples' / 'flights')!r})\n"
+        "project = dataclasses.replace(_base, gates=dataclasses.replace(_base.gates, max_ece=1.0, min_slice_support=2**62))\n")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        docs = dict(zip(ABLATION, pool.map(lambda p: run(p, events, project=variant, name=f"{p}-loss-gate-only"),
+                                           ABLATION), strict=True))
+    table, _ = summarize({"static": _from_state(OUT / "static"),
+                          **{p: _from_state(OUT / p) for p in ABLATION},
+                          **{f"{p}-loss-gate-only": d for p, d in docs.items()}}, "")
+    pd.set_option("display.width", 250)
+    print(table[["policy", "log_loss", "vs_static", "auc", "ece", "retrainings", "promotions", "rejections",
+                 "rejected_why", "replay_cpu_s", "wall_s"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
 def main() -> None:
     if "BENCH_POLICIES_SHA" not in os.environ:
         _reexec_from_snapshot()
@@ -240,6 +267,9 @@ def main() -> None:
     project = load_project(HERE / "examples" / "flights")
     shared = Workspace.for_project(project, OUT / "shared")
     shared.ensure_ingested(project)
+    if "--ablation" in sys.argv:
+        ablation(shared.root / "events")
+        return
     with ThreadPoolExecutor(max_workers=2) as pool:
         fresh = dict(zip(rerun, pool.map(lambda p: run(p, shared.root / "events"), rerun), strict=True))
     docs = {p: fresh[p] if p in fresh else _from_state(OUT / p) for p in POLICIES}
