@@ -4,7 +4,7 @@ At registration a model is exported with onnxmltools and scored by ONNX Runtime 
 a held-out sample; the export is kept only if every score agrees within ``tolerance`` (1e-5).
 Serving then uses ONNX Runtime; any export or load failure leaves the model on the native path, with
 the reason recorded. For the flights model (300 trees) a one-row call takes about as long as
-``Booster.predict`` and a 16-row call about twice as long (``bench/bench_serving.py --onnx``,
+``Booster.predict`` and a 16-row call 2-2.5x as long (``bench/bench_serving.py --onnx``,
 bench/RESULTS.md). Both batch and online scoring use the same path, so they still agree exactly.
 """
 
