@@ -419,6 +419,15 @@ def _groups_of(plan: list[tuple[Feature, str | None, tuple[str, ...]]]) -> list[
 
 def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
     """The value of stored feature ``f`` at ``t_us`` from one entity's state (None: no state); shared by both executors."""
+    if isinstance(f, Latest):
+        if st is None:
+            return None
+        entry = st.latest.get(f.column)
+        if entry is None or entry[0] > t_us:
+            return None
+        if f.max_age is not None and entry[1] < t_us - duration_us(f.max_age):
+            return None
+        return float(entry[3]) if f.dtype == "float" else str(entry[3])
     if isinstance(f, Aggregate):
         if st is None:
             return 0.0 if f.agg in ("count", "approx_distinct") else None
@@ -457,13 +466,4 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
             return None
         mean = math.fsum(vals) / n
         return math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
-    if isinstance(f, Latest):
-        if st is None:
-            return None
-        entry = st.latest.get(f.column)
-        if entry is None or entry[0] > t_us:
-            return None
-        if f.max_age is not None and entry[1] < t_us - duration_us(f.max_age):
-            return None
-        return float(entry[3]) if f.dtype == "float" else str(entry[3])
     raise TypeError(f"not a stored feature: {f!r}")
