@@ -126,3 +126,21 @@ def test_reader_without_cache_reads_the_store_on_every_lookup_and_agrees_with_th
             assert uncached.get(r, a) == cached.get(r, a) == writer.get(r, a)
     assert len(reads) == 2 * len(requests)
     assert not uncached._fresh and not uncached._decode_cache
+
+
+def test_sqlite_store_page_cache_is_set_on_every_threads_connection_and_validated(tmp_path):
+    import threading
+
+    import pytest
+
+    from loopml.errors import InvalidConfig
+
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite", cache_mib=16)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(store._con().execute("PRAGMA cache_size").fetchone()[0]))
+    worker.start()
+    worker.join()
+    assert seen == [store._con().execute("PRAGMA cache_size").fetchone()[0]] == [-16 * 1024]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InvalidConfig, match=rf"cache_mib must be a positive integer.*got {bad!r}"):
+            SQLiteOnlineStore(tmp_path / "x.sqlite", cache_mib=bad)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from loopml.errors import InvalidConfig
+
 __all__ = ["OnlineStore", "RedisOnlineStore", "SQLiteOnlineStore", "open_store"]
 
 
@@ -29,10 +31,22 @@ class OnlineStore(Protocol):
 class SQLiteOnlineStore:
     """Per-entity state blobs in one SQLite file (WAL: readers never block the writer).
 
-    One connection per thread; a primary-key read of a state blob is ~15 us.
+    One connection per thread; a primary-key read of a state blob is ~5-8 us.
+
+    Parameters
+    ----------
+    path
+        The database file (created with its folder if missing).
+    cache_mib
+        Page cache of each connection, at most (SQLite's default is 2 MiB). A lookup whose pages are
+        cached reads no file (~1.3 us of a ~8 us read); SQLite drops a reader's cache when another
+        connection commits, so it only pays off between ingestion batches.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, cache_mib: int = 64) -> None:
+        if isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 1:
+            raise InvalidConfig(f"SQLiteOnlineStore cache_mib must be a positive integer (MiB); got {cache_mib!r}")
+        self.cache_mib = cache_mib
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -49,6 +63,7 @@ class SQLiteOnlineStore:
         if con is None:
             con = sqlite3.connect(self.path, check_same_thread=False)
             con.execute("PRAGMA synchronous=NORMAL")
+            con.execute(f"PRAGMA cache_size=-{self.cache_mib * 1024}")  # negative: KiB, not pages
             self._local.con = con
         return con
 
