@@ -434,6 +434,15 @@ def inprocess(n: int) -> dict:
         predictor.log.close()
     predictor.log = None
     res["predictor_predict_many_nolog"] = _timed(lambda: predictor.predict_many([request]), n)
+    # the same with the model scored natively (LightGBM's one-row C API) instead of by ONNX Runtime
+    from loopml.registry import ArtifactStore, Registry
+    from loopml.training.model import GBMModel
+
+    ws = Workspace.for_project(proj, STATE)
+    reg = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+    predictor.swap(GBMModel.from_bytes(reg.artifacts.get(reg.get(proj.name, predictor.version).artifact_sha256)),
+                   predictor.version)
+    res["predictor_predict_many_nolog_native"] = _timed(lambda: predictor.predict_many([request]), n)
     return res
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +43,7 @@ class GBMModel:
         self._codes = {k: {c: float(i) for i, c in enumerate(v)} for k, v in self.categories.items()}
         self._encoders = [(f, self._codes.get(f)) for f in self.features]  # (feature, its codes if categorical)
         self._onnx: Any = None
+        self._one_row: _OneRow | None = None
         self.backend = "native"
         self.backend_reason = "no verified ONNX export loaded"
         self._calibrator: Any = None
@@ -77,6 +80,10 @@ class GBMModel:
     def _predict_raw(self, X: np.ndarray) -> np.ndarray:
         if self._onnx is not None:
             return self._onnx.predict(X)
+        if len(X) == 1:  # an online request: LightGBM's one-row scorer, same scores (see _OneRow)
+            if self._one_row is None:
+                self._one_row = _OneRow(self._booster(), len(self.features))
+            return self._one_row.predict(X[0])
         # One thread: for a handful of rows OpenMP start-up and spinning cost more than the trees,
         # and on a busy machine they can cost 10x more.
         return self._booster().predict(X, num_threads=1 if len(X) < 1000 else 0)
@@ -159,6 +166,33 @@ class GBMModel:
 
     def num_trees(self) -> int:
         return self._booster().num_trees()
+
+
+class _OneRow:
+    """LightGBM's own one-row scorer (C API ``LGBM_BoosterPredictForMatSingleRowFast``), set up once per booster.
+
+    ``Booster.predict`` checks and converts its input on every call, ~25 µs here, more than the trees of one
+    row take (~9 µs for the flights model: ``bench_serving.py --onnx``); this calls the same predictor the same
+    way (dense float64 row, one thread), so the scores are identical. LightGBM serialises calls on a booster.
+    """
+
+    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
+        from lightgbm.basic import _LIB, _c_str, _safe_call  # the package does not wrap this entry point
+
+        self._booster = booster  # the handle below points into it: keep it alive as long
+        self._handle = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal prediction, all trees
+            ctypes.c_int(1), ctypes.c_int32(n_features), _c_str("num_threads=1"), ctypes.byref(self._handle)))
+        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._handle)
+        self._call, self._check = _LIB.LGBM_BoosterPredictForMatSingleRowFast, _safe_call
+
+    def predict(self, row: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(row, dtype=np.float64)
+        out, n = np.empty(1), ctypes.c_int64()
+        self._check(self._call(self._handle, x.ctypes.data_as(ctypes.c_void_p), ctypes.byref(n),
+                               out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
+        return out
 
 
 def _is_number(value: Any) -> bool:
