@@ -38,7 +38,8 @@ request (utime+stime of the server's process group from /proc/<pid>/stat, before
 and the median over rounds of the per-round ratios loopml/peer. Also measured in the same run, in
 fresh processes: the model's own one-row ``Booster.predict`` (native, one thread), loopml's ONNX
 one-row ``GBMModel.predict_rows`` and the in-process ``Predictor.predict_many`` of one raw request
-(validation, online feature lookup, ONNX scoring, durable prediction log in a scratch folder), pinned
+(validation, online feature lookup, ONNX scoring, durable prediction log in a scratch folder; without
+the log also with the model scored natively, through LightGBM's one-row C API), pinned
 to one CPU (``--pin``), each after a warm-up: wall p50/p99/p99.9, and the calling thread's CPU time per
 call (p50/p99: without the time the scheduler gave to other processes, which on a shared machine is
 most of a wall-clock p99).
