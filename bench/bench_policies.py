@@ -31,7 +31,7 @@ Usage: bench_policies.py [--rev=REV] [--only=a,b] [--summarize] [--ablation]
   --ablation replays monthly and triggered again with only the holdout log-loss gate (the project's ECE
   and slice gates off: ``max_ece=1``, no slice large enough to be compared) into ``<policy>-loss-gate-only``
   state folders and prints them beside the runs with the project's gates (which must exist); it does not
-  touch the committed summary.
+  touch the committed summary. --workers=1 runs them one after the other (leaves a core free).
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def ablation(events: Path) -> None:
         "import dataclasses\n\nfrom loopml import load_project\n\n"
         f"_base = load_project({str(HERE / 'examples' / 'flights')!r})\n"
         "project = dataclasses.replace(_base, gates=dataclasses.replace(_base.gates, max_ece=1.0, min_slice_support=2**62))\n")
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    workers = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--workers=")), "2"))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         docs = dict(zip(ABLATION, pool.map(lambda p: run(p, events, project=variant, name=f"{p}-loss-gate-only"),
                                            ABLATION), strict=True))
     table, _ = summarize({"static": _from_state(OUT / "static"),
