@@ -6,12 +6,21 @@ Serving then uses ONNX Runtime; any export or load failure leaves the model on t
 the reason recorded. For the flights model (300 trees) a one-row call takes about as long as
 ``Booster.predict`` and a 16-row call 2-2.5x as long (``bench/bench_serving.py --onnx``,
 bench/RESULTS.md). Both batch and online scoring use the same path, so they still agree exactly.
+
+A large batch (evaluation, batch scoring) is cut into a few contiguous parts scored at once by the
+same one-thread session from a few threads (ONNX Runtime's ``run`` is thread-safe and releases the
+GIL). Each row's score depends on that row alone, so the scores are the same bits as one call's; a
+session with 2 intra-op threads is not (its tree ensemble sums some rows' trees in another order:
+up to 3.6e-7 apart on a month of flights).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,10 +34,25 @@ class OnnxScorer:
     One intra-op thread and no more options: sequential execution, no spinning, another graph
     optimisation level or IOBinding changed a one-row call by at most a few microseconds in
     ``bench_serving.py --onnx``; fetching only the probabilities (not the label) saves the most.
+
+    Parameters
+    ----------
+    blob
+        The serialised ONNX model.
+    threads
+        How many threads score a batch of at least ``parallel_rows`` rows, each a contiguous part of
+        it through the same session (default: the machine's cores, at most 4). Smaller batches, and
+        every online request, are one call from the caller's thread.
+    parallel_rows
+        The smallest batch worth cutting: ~30 us a row for the flights model makes 2,048 rows ~60 ms,
+        against ~0.1 ms to start a thread.
     """
 
-    def __init__(self, blob: bytes) -> None:
+    def __init__(self, blob: bytes, *, threads: int | None = None, parallel_rows: int = 2048) -> None:
         import onnxruntime as ort
+
+        self.threads = threads if threads is not None else min(os.cpu_count() or 1, 4)
+        self.parallel_rows = parallel_rows
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one row at a time: threads cost more than they save
@@ -39,7 +63,32 @@ class OnnxScorer:
         self.output = [self.session.get_outputs()[-1].name]  # the probabilities (zipmap off); the label is not needed
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        (proba,) = self.session.run(self.output, {self.input: np.ascontiguousarray(X, dtype=np.float32)})
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        parts = min(self.threads, len(X) // max(self.parallel_rows // 2, 1)) if len(X) >= self.parallel_rows else 1
+        if parts <= 1:
+            return self._run(X)
+        out = np.empty(len(X), dtype=np.float64)
+        first, *rest = itertools.pairwise(np.linspace(0, len(X), parts + 1).astype(int))
+        errors: list[BaseException] = []
+
+        def score(lo: int, hi: int) -> None:
+            try:
+                out[lo:hi] = self._run(X[lo:hi])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                errors.append(exc)
+
+        others = [threading.Thread(target=score, args=bounds, daemon=True) for bounds in rest]
+        for t in others:
+            t.start()
+        score(*first)  # the caller scores the first part itself
+        for t in others:
+            t.join()
+        if errors:
+            raise errors[0]
+        return out
+
+    def _run(self, X: np.ndarray) -> np.ndarray:
+        (proba,) = self.session.run(self.output, {self.input: X})
         return np.asarray(proba[:, 1], dtype=np.float64)
 
 
