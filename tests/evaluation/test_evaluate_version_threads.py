@@ -1,0 +1,36 @@
+"""evaluate_version's threaded steps (SHAP beside the bootstrap, ONNX batches cut across threads) change nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loopml.datasets.build import build_dataset
+from loopml.loop.assess import _explanations, evaluate_version
+from loopml.loop.jobs import train_and_register
+from loopml.registry import ArtifactStore, Registry
+from loopml.timeutil import parse_time
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_version_explanations_and_scores_equal_the_serial_single_threaded_ones(
+        flights_project, flights_ws, tmp_path):
+    reg = Registry(f"sqlite:///{tmp_path / 'r.sqlite'}", ArtifactStore(tmp_path / "a"))
+    mv, _, _ = train_and_register(flights_project, flights_ws.log, reg, parse_time("2013-02-01"),
+                                  parse_time("2013-03-01"))
+    _, model = reg.load(flights_project.name, mv.version)
+    assert model.backend == "onnx"
+    start, end = parse_time("2013-03-01"), parse_time("2013-03-15")
+    doc = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50)
+
+    # the same rows, scored in one call from this thread, explained here without a second thread
+    frame = build_dataset(flights_ws.log, flights_project, start, end)
+    rows = frame[frame[flights_project.label.name].notna()].reset_index(drop=True)
+    X = model.encode_frame(rows)
+    assert len(X) >= 2 * model._onnx.parallel_rows  # large enough to be cut across threads
+    one_call = model._onnx._run(np.ascontiguousarray(X, dtype=np.float32))
+    assert np.array_equal(model._onnx.predict(X), one_call)
+    serial = _explanations(model, rows.sample(200, random_state=0))
+    assert doc["explanations"] == serial
+    assert doc["n"] == len(rows)
