@@ -129,6 +129,7 @@ class Load:
     def __init__(self, url: str, n: int = 6) -> None:
         self.url, self.stop = f"http://{url}", threading.Event()
         self.versions: list[int] = []
+        self.per_client: list[list[int]] = [[] for _ in range(n)]  # each client's versions, in its own order
         self.failures: list[str] = []
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(n)]
 
@@ -149,6 +150,7 @@ class Load:
                     self.failures.append(f"{r.status_code}: {r.text}")
                 else:
                     self.versions.append(int(v))
+                    self.per_client[i].append(int(v))
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -160,8 +162,18 @@ class Load:
         for t in self.threads:
             t.join(timeout=60)
 
-    def served_since(self, n: int) -> set[int]:
-        return set(self.versions[n:])
+    def mark(self) -> list[int]:
+        """How many answers each client has had so far."""
+        return [len(v) for v in self.per_client]
+
+    def served_after(self, mark: list[int]) -> set[int]:
+        """Versions each client was served after ``mark``, skipping its first answer after it: that request may
+        have been scored by the old version before the swap. A client's requests are sequential, so any later
+        answer was scored after the swap."""
+        return {v for seen, answers in zip(mark, self.per_client, strict=True) for v in answers[seen + 1:]}
+
+    def answered_since(self, mark: list[int], k: int) -> bool:
+        return all(len(v) > seen + k for seen, v in zip(mark, self.per_client, strict=True))
 
 
 def _wait(cond: Callable[[], bool], seconds: float = 30) -> bool:
@@ -183,9 +195,9 @@ def test_admin_hot_swap_under_load_fails_no_request_and_rejects_bad_versions(fli
         for target in [copy, champ, copy, champ]:
             r = admin.post("/admin/models/flights/load", json={"version": target}, headers=auth)
             assert r.status_code == 200, r.text
-            seen = len(load.versions)
-            assert _wait(lambda: len(load.versions) > seen + 10)
-            assert load.served_since(seen + 6) == {target}  # after the swap (6 clients may have been in flight)
+            mark = load.mark()
+            assert _wait(lambda: load.answered_since(mark, 3))
+            assert load.served_after(mark) == {target}
             for bad, words in [(garbage, ["failed to load"]), (alien, ["smoke test", "feature_nobody_computes"])]:
                 r = admin.post("/admin/models/flights/load", json={"version": bad}, headers=auth)
                 assert r.status_code == 409 and all(w in r.json()["error"] for w in words), r.text
@@ -209,10 +221,9 @@ def test_promote_and_rollback_reach_the_running_server_under_load(flights_projec
             registry.rollback("flights")
             assert _wait(lambda: predictor.version == champ)
             registry.promote("flights", garbage)  # a champion that cannot load never replaces the serving one
-            seen = len(load.versions)
-            assert _wait(lambda: len(load.versions) > seen + 30)
-            # the 6 clients may each have had one request scored by the old version still in flight
-            assert predictor.version == champ and load.served_since(seen + 6) == {champ}
+            mark = load.mark()
+            assert _wait(lambda: load.answered_since(mark, 6))
+            assert predictor.version == champ and load.served_after(mark) == {champ}
         finally:
             registry.promote("flights", champ)  # later tests serve the champion, whatever happened here
     assert load.failures == []
