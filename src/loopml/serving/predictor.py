@@ -176,13 +176,14 @@ class Predictor:
              rows: Sequence[dict[str, Any]], scores: Sequence[float], entity_ids: Sequence[str | None] | None,
              request_ids: Sequence[str | None] | None, extra: Mapping[str, Any] | None) -> tuple[list[Prediction], int | None]:
         out = []
-        records = []
+        records: list[dict[str, Any]] | None = [] if self.log is not None else None  # no log: nothing to build
         for i, (r, t, feats, s) in enumerate(zip(requests, times, rows, scores, strict=True)):
             rid = (request_ids[i] if request_ids else None) or uuid.uuid4().hex
-            ent = entity_ids[i] if entity_ids else None
             out.append(Prediction(rid, s, version, t, feats))
-            records.append({"request_id": rid, "entity_id": ent, "model_version": version, "at": t.isoformat(),
-                            "score": s, "request": r, "features": feats, **(extra or {})})
+            if records is not None:
+                records.append({"request_id": rid, "entity_id": entity_ids[i] if entity_ids else None,
+                                "model_version": version, "at": t.isoformat(), "score": s, "request": r,
+                                "features": feats, **(extra or {})})
         if self.log is None or not records:
             return out, None
         return out, self.log.append_predictions(records)
