@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _revisions import worktree  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / ".out" / "evaluate"
 STATE = ROOT / "bench" / ".out" / "eval-state"
@@ -55,17 +57,6 @@ PY = ROOT / ".venv" / "bin" / "python"
 OLD = "2104489"
 CLI = "from loopml.cli import app; app()"
 IGNORED = {"timings", "cpu_timings", "report", "model_card"}  # per-run timings and output paths
-
-
-def worktree(rev: str) -> Path:
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
-    path = OUT / f"src-{sha}"
-    if not path.exists():
-        OUT.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), sha], cwd=ROOT, check=True,
-                       capture_output=True)
-    return path
 
 
 def ensure_state() -> None:
@@ -126,7 +117,7 @@ def main() -> int:
     ensure_state()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                           text=True).stdout.strip()
-    trees = {"new": worktree(a.new) if a.new else ROOT, "old": worktree(a.old)}
+    trees = {"new": worktree(a.new, OUT) if a.new else ROOT, "old": worktree(a.old, OUT)}
     label = {"new": f"new ({a.new or 'checkout at ' + head})", "old": f"old ({a.old})"}
     print(f"loopml evaluate, model version {a.model_version}, month {a.month}; HEAD {head}; load average at start "
           + "/".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from _revisions import worktree  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "bench" / ".out" / "serve-state"
 OUT = ROOT / "bench" / ".out" / "lookup"
@@ -79,15 +81,6 @@ print(json.dumps({"p50_us": ts[n // 2] / 1e3, "p99_us": ts[int(n * 0.99)] / 1e3,
 """
 
 
-def worktree(rev: str) -> Path:
-    path = OUT / f"src-{rev}"
-    if not path.exists():
-        OUT.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
-                       capture_output=True)
-    return path / "src"
-
-
 def run(n: int, mode: str, src: Path | None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if src is not None:
@@ -109,7 +102,7 @@ def main() -> int:
     print(f"loopml {head}; load average at start {os.getloadavg()[0]:.1f}; {a.n} lookups per run")
     subjects: dict[str, Path | None] = {"loopml": None, "floor": None}
     if a.before:
-        subjects[f"loopml@{a.before}"] = worktree(a.before)
+        subjects[f"loopml@{a.before}"] = worktree(a.before, OUT) / "src"
     res: dict[str, list[dict]] = {s: [] for s in subjects}
     names = list(subjects)
     for k in range(a.rounds):

@@ -73,6 +73,8 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
+from _revisions import worktree  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / ".out" / "serving"
 STATE = ROOT / "bench" / ".out" / "serve-state"
@@ -264,16 +266,6 @@ def layout_peers(info: dict, names: set[str]) -> None:
     (repo / "flights" / "model-settings.json").write_text(json.dumps(
         {"name": "flights", "implementation": "mlserver_lightgbm.LightGBMModel", **BATCH,
          "parameters": {"uri": "./model.txt", "version": "v1"}}, indent=1))
-
-
-def worktree(rev: str) -> Path:
-    """src/ of git revision ``rev``, checked out once into OUT/src-REV (a git worktree)."""
-    path = OUT / f"src-{rev}"
-    if not path.exists():
-        OUT.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
-                       capture_output=True)
-    return path / "src"
 
 
 def servers(info: dict, *, after: Path | None = None, before: tuple[str, Path] | None = None) -> dict[str, dict]:
@@ -728,8 +720,8 @@ def main() -> None:
           f"{Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     ensure_state()
     info = prepare()
-    srv = servers(info, after=worktree(a.after) if a.after else None,
-                  before=(a.before, worktree(a.before)) if a.before else None)
+    srv = servers(info, after=worktree(a.after, OUT) / "src" if a.after else None,
+                  before=(a.before, worktree(a.before, OUT) / "src") if a.before else None)
     if a.only:
         srv = {n: s for n, s in srv.items() if n in {*a.only, "loopml", "asgi_const", "loopml_before"}}
     layout_peers(info, set(srv))

@@ -33,6 +33,17 @@ def _requests(ws, p, t, n=60):
     return list(records(rows, list(p.spine.request_fields)))
 
 
+def _written_store(tmp_path, p, ws, t):
+    """A SQLite store holding the state as of ``t`` (events from 2013-06-20), and the executor that wrote it."""
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer = OnlineExecutor(p.features, store=store)
+    for source, batch in Replayer(ws.log, writer.sources, start=parse_time("2013-06-20"),
+                                  columns=writer.columns()).advance_to(t):
+        writer.update(source, batch)
+    writer.flush()
+    return store, writer
+
+
 def test_reader_decodes_each_stored_state_once_and_sees_every_new_flush(tmp_path, flights_project, flights_ws,
                                                                        monkeypatch):
     p = flights_project
@@ -71,13 +82,8 @@ def test_reader_decodes_each_stored_state_once_and_sees_every_new_flush(tmp_path
 
 def test_decode_cache_is_bounded(tmp_path, flights_project, flights_ws):
     p = flights_project
-    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
-    writer = OnlineExecutor(p.features, store=store)
     t = parse_time("2013-07-04T12:00:00Z")
-    for source, batch in Replayer(flights_ws.log, writer.sources, start=parse_time("2013-06-20"),
-                                  columns=writer.columns()).advance_to(t):
-        writer.update(source, batch)
-    writer.flush()
+    store, writer = _written_store(tmp_path, p, flights_ws, t)
     reader = OnlineExecutor(p.features, store=store)
     reader.decode_cache_size = 5
     requests = _requests(flights_ws, p, t)
@@ -105,13 +111,8 @@ def test_versioned_read_returns_get_many_blobs_and_the_version_they_were_read_at
 def test_reader_without_cache_reads_the_store_on_every_lookup_and_agrees_with_the_cached_one(
         tmp_path, flights_project, flights_ws, monkeypatch):
     p = flights_project
-    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
-    writer = OnlineExecutor(p.features, store=store)
     t = parse_time("2013-07-04T12:00:00Z")
-    for source, batch in Replayer(flights_ws.log, writer.sources, start=parse_time("2013-06-20"),
-                                  columns=writer.columns()).advance_to(t):
-        writer.update(source, batch)
-    writer.flush()
+    _, writer = _written_store(tmp_path, p, flights_ws, t)
     cached = OnlineExecutor(p.features, store=SQLiteOnlineStore(tmp_path / "online.sqlite"))
     uncached_store = SQLiteOnlineStore(tmp_path / "online.sqlite")
     uncached = OnlineExecutor(p.features, store=uncached_store)
