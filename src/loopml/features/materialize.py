@@ -67,4 +67,5 @@ def _state(states: dict[tuple[Any, ...], GroupState], key: tuple[Any, ...], g: _
     if st is None:
         st = states[key] = GroupState()
         st.empty_like(g.window_cols, g.item_cols)
+        st.use_tiles(g.tile_us)
     return st

@@ -11,15 +11,21 @@ State is kept per *group* -- a (source, keys) pair -- and per entity key:
 ``last``, ``last_k`` and the sketches read the same window arrays: events are appended in the log's
 (available time, event time, event id) order, which is the order the offline executor sorts by.
 
+Groups whose ``sum``/``mean``/``min``/``max``/``std`` windows are long (6 hours or more) also keep
+*tiles* (:mod:`loopml.features.tiles`): per-column aggregates of fixed runs of time, so a read of a
+7-day window merges a few dozen tiles and the raw events at the window's two edges instead of
+walking every event. Tiles change the cost of a read, not its answer.
+
 Reads are pure functions of (state, t), so the in-process executor and a serving process reading
 the same state from an online store return identical values. Aggregation runs over plain Python
-floats: a 7-day window of one carrier is ~1,000 events, a few microseconds of work.
+floats: a 7-day window of one carrier is ~1,000 events, a few microseconds of work with tiles.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import math
 import struct
@@ -38,6 +44,7 @@ from loopml.events.replay import EventBatch
 from loopml.features.definitions import Aggregate, Feature, Latest, RequestFeature
 from loopml.features.freshness import FeatureLookup, available_at
 from loopml.features.sketches import distinct_estimate, quantile_estimate, token
+from loopml.features.tiles import TILED_AGGREGATIONS, Tiles, merged, tile_length
 from loopml.timeutil import duration_us, from_us, to_us
 
 __all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at"]
@@ -86,16 +93,22 @@ class GroupState:
     valid: dict[str, array] = field(default_factory=dict)            # column -> running count of non-missing
     latest: dict[str, list[Any]] = field(default_factory=dict)       # column -> [avail, event_time, id, value]
     items: dict[str, list[str | None]] = field(default_factory=dict)  # column -> canonical text (None = missing)
+    tile_us: int = 0                                                 # tile length (0: no tiles), see .tiles
+    tiles: Tiles = field(default_factory=Tiles)                      # sealed tiles' per-column aggregates
 
     def to_bytes(self) -> bytes:
         cols = sorted(self.values)
         head_d: dict[str, Any] = {"n": len(self.ts), "cols": cols, "latest": self.latest}
         if self.items:  # only groups with approx_distinct carry it: older state stays byte-identical
             head_d["items"] = self.items
+        if self.tile_us:  # likewise only groups with tiles; readers that predate tiles ignore the tail
+            head_d["tile_us"], head_d["tiles"] = self.tile_us, self.tiles.count
         head = json.dumps(head_d, separators=(",", ":")).encode()
         parts = [struct.pack("<I", len(head)), head, self.ts.tobytes()]
         parts += [self.values[c].tobytes() for c in cols]
         parts += [self.valid[c].tobytes() for c in cols]
+        if self.tile_us:
+            parts += self.tiles.to_parts(cols)
         return b"".join(parts)
 
     @classmethod
@@ -115,10 +128,54 @@ class GroupState:
                 a.frombytes(blob[pos:pos + 8 * n])
                 store[c] = a
                 pos += 8 * n
-        return cls(ts=ts, values=values, valid=valid, latest=head["latest"], items=head.get("items", {}))
+        st = cls(ts=ts, values=values, valid=valid, latest=head["latest"], items=head.get("items", {}))
+        if "tile_us" in head:
+            st.tile_us = head["tile_us"]
+            st.tiles = Tiles.from_blob(blob, pos, head["tiles"], head["cols"])
+        return st
+
+    def use_tiles(self, tile_us: int) -> None:
+        """Keep tiles of ``tile_us`` (0: none), rebuilding them from the raw events if their length differs."""
+        if tile_us == self.tile_us:
+            return
+        self.tile_us, self.tiles = tile_us, Tiles()
+        if not tile_us or not self.ts:
+            return
+        starts, prev = [], None  # where each tile's run of events starts
+        for i, t in enumerate(self.ts):
+            k = (t - 1) // tile_us
+            if k != prev:
+                starts.append(i)
+                prev = k
+        for a, b in itertools.pairwise(starts[1:]):  # every tile but the first and the last
+            self.tiles.seal(a, b, self.values, self.valid)
+
+    def trim(self, cut: int) -> None:
+        """Forget the first ``cut`` events (older than every window still to be read)."""
+        if not cut:
+            return
+        del self.ts[:cut]
+        for a in self.values.values():
+            del a[:cut]
+        for tokens in self.items.values():
+            del tokens[:cut]
+        for c, a in self.valid.items():
+            # keep valid[i] = number of non-missing values in [0, i] of what remains
+            base = a[cut - 1]
+            self.valid[c] = array("q", (v - base for v in a[cut:]))
+        if self.tile_us:
+            self.tiles.drop_before(cut)
 
     def append(self, ts: int, values: Iterable[tuple[str, Any]]) -> None:
         """Add one event (available time in us, (column, value) pairs) to the window arrays."""
+        size = self.tile_us
+        if size and self.ts:
+            prev = (self.ts[-1] - 1) // size
+            if (ts - 1) // size != prev:
+                # a new tile begins: the one it closes is sealed unless it is the first tile
+                start = bisect.bisect_left(self.ts, prev * size + 1)
+                if start:
+                    self.tiles.seal(start, len(self.ts), self.values, self.valid)
         self.ts.append(ts)
         for c, v in values:
             tokens = self.items.get(c)
@@ -153,6 +210,8 @@ class _Group:
         self.event_cols = sorted({*self.window_cols, *self.item_cols})
         self.latest_cols = sorted({f.column for f in self.latest})
         self.keep_us = max((duration_us(f.window) for f in self.aggs), default=0)
+        # tiles change how values are computed, never what they are: not part of the layout below
+        self.tile_us = tile_length(duration_us(f.window) for f in self.aggs if f.agg in TILED_AGGREGATIONS)
         # The stored state's identity includes what it holds (columns, retention): redefining a
         # feature so that the state must differ (a longer window, another column) writes a new
         # state beside the old one, which a server still running the old definitions keeps reading.
@@ -234,6 +293,7 @@ class OnlineExecutor:
                 if st is None:
                     st = self._load(g, key) or GroupState()
                     st.empty_like(g.window_cols, g.item_cols)
+                    st.use_tiles(g.tile_us)
                     states[key] = st
                 if g.aggs:
                     st.append(avail[i], zip(names, rows[i]) if rows is not None else ())
@@ -255,17 +315,7 @@ class OnlineExecutor:
     def _trim(self, g: _Group, st: GroupState, now_us: int) -> None:
         if not g.aggs or not st.ts:
             return
-        cut = bisect.bisect_right(st.ts, now_us - g.keep_us)
-        if cut:
-            del st.ts[:cut]
-            for a in st.values.values():
-                del a[:cut]
-            for tokens in st.items.values():
-                del tokens[:cut]
-            for c, a in st.valid.items():
-                # keep valid[i] = number of non-missing values in [0, i] of what remains
-                base = a[cut - 1]
-                st.valid[c] = array("q", (v - base for v in a[cut:]))
+        st.trim(bisect.bisect_right(st.ts, now_us - g.keep_us))
 
     def flush(self) -> int:
         """Write changed state to the store (trimming old events first); return entities written."""
@@ -445,6 +495,11 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
             return float(n)
         if n == 0:
             return None
+        if st.tiles.start and f.agg in TILED_AGGREGATIONS and (span := st.tiles.window(lo, hi)) is not None:
+            j0, j1 = span
+            col = st.values[f.column]
+            edge = [v for a, b in st.tiles.raw_ranges(lo, hi, j0, j1) for v in col[a:b] if v == v]  # noqa: PLR0124
+            return merged(st.tiles, j0, j1, f.column, edge, n, f.agg)
         raw = st.values[f.column][lo:hi]
         # the running count of valid values says whether the slice holds a missing one to skip
         vals = raw if n == hi - lo else [v for v in raw if v == v]  # noqa: PLR0124 -- drops NaN
