@@ -497,8 +497,14 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
             return None
         if st.tiles.start and f.agg in TILED_AGGREGATIONS and (span := st.tiles.window(lo, hi)) is not None:
             j0, j1 = span
-            col = st.values[f.column]
-            edge = [v for a, b in st.tiles.raw_ranges(lo, hi, j0, j1) for v in col[a:b] if v == v]  # noqa: PLR0124
+            col, cnt = st.values[f.column], st.valid[f.column]
+            edge: list[float] = []
+            for a, b in st.tiles.raw_ranges(lo, hi, j0, j1):
+                if a < b:
+                    if cnt[b - 1] - (cnt[a - 1] if a else 0) == b - a:  # no missing value: copy at C speed
+                        edge += col[a:b]
+                    else:
+                        edge += [v for v in col[a:b] if v == v]  # noqa: PLR0124 -- drops NaN
             return merged(st.tiles, j0, j1, f.column, edge, n, f.agg)
         raw = st.values[f.column][lo:hi]
         # the running count of valid values says whether the slice holds a missing one to skip
