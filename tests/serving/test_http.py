@@ -212,3 +212,31 @@ def test_predict_response_is_the_same_json_text_starlette_would_render(client):
     r = c.post("/predict", json=GOOD)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.content == JSONResponse(r.json()).body
+
+
+def test_request_ids_are_unique_32_hex_digits_and_a_forked_process_gets_its_own():
+    import os
+    import re
+
+    from loopml.serving.predictor import new_request_id
+
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one id and leave at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert re.fullmatch("[0-9a-f]{32}", child) and child[:16] != ids[0][:16] and child not in ids
+
+
+def test_predict_error_answers_keep_the_request_id_and_the_error_shape(client):
+    c, _ = client
+    r = c.post("/predict", content=b"not json", headers={"x-request-id": "bad-1", "content-type": "application/json"})
+    assert r.status_code == 422 and r.headers["x-request-id"] == "bad-1"
+    assert r.headers["content-type"] == "application/json" and int(r.headers["content-length"]) == len(r.content)
+    assert r.json()["type"] == "SchemaError" and "JSON" in r.json()["error"]

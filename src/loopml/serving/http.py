@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import hmac
+import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.errors import LoopmlError, ModelNotFound, ModelRejected, NotReady, PredictionLogError, SchemaError
@@ -41,7 +42,7 @@ from loopml.serving.batching import MicroBatcher
 from loopml.serving.hotswap import ChampionWatcher, ModelLoader, ModelSwapper, smoke_test
 from loopml.serving.logs import request_id_var
 from loopml.serving.metrics import ServingMetrics
-from loopml.serving.predictor import Predictor
+from loopml.serving.predictor import Predictor, new_request_id
 from loopml.timeutil import parse_time
 
 __all__ = ["STATUS", "Unauthorized", "create_app", "smoke_test"]
@@ -129,7 +130,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     app = _ServingApp(title=f"loopml: {name}", version="1", lifespan=lifespan)
     app.state.swapper = swapper
     app.state.watcher = watcher
-    direct = _Direct()  # filled below, once the routes exist
+    direct = _Direct()  # filled below
     app.add_middleware(_Observe, predictor=predictor, metrics=metrics, max_body_bytes=max_body_bytes, direct=direct)
     app.observe = _Observe(app.router, predictor=predictor, metrics=metrics, max_body_bytes=max_body_bytes,
                            direct=direct)
@@ -150,19 +151,25 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(str(exc.detail), exc.status_code, "HTTPError", getattr(request.state, "request_id", None))
 
-    async def _body(request: Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():  # stop reading at the limit (a chunked body has no length to check)
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise SchemaError(f"request body of more than {max_body_bytes} bytes exceeds the limit of "
-                                  f"{max_body_bytes}")
-            chunks.append(chunk)
+    async def _read_body(scope: Scope, receive: Receive) -> bytes:
+        chunks, size, more = [], 0, True
+        while more:  # stop reading at the limit (a chunked body has no length to check)
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            if chunk:
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise SchemaError(f"request body of more than {max_body_bytes} bytes exceeds the limit of "
+                                      f"{max_body_bytes}")
+                chunks.append(chunk)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return oip.decode_body(raw, _header(request.scope, b"content-encoding"), limit=max_body_bytes)
+        return oip.decode_body(raw, _header(scope, b"content-encoding"), limit=max_body_bytes)
 
-    async def _json(request: Request) -> Any:
-        return _parse_json(await _body(request))
+    async def _body(request: Request) -> bytes:
+        return await _read_body(request.scope, request.receive)
 
     async def _score(clean: list[dict[str, Any]], ats: list[Any], entity_ids: list[str | None],
                      request_ids: list[str | None]) -> list[Any]:
@@ -181,9 +188,8 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         return {"status": "ok", "model": name, "model_version": predictor.version, "backend": model.backend,
                 "backend_reason": model.backend_reason}
 
-    @app.post("/predict", openapi_extra=_body_schema(_predict_schema(fields, id_field)))
-    async def predict(request: Request) -> JSONResponse:
-        body = await _json(request)
+    async def predict_direct(scope: Scope, receive: Receive, rid: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        body = _parse_json(await _read_body(scope, receive))
         if not isinstance(body, dict):
             raise SchemaError(f"request body must be a JSON object with fields {list(fields)}")
         clean = predictor.schema.validate(body)
@@ -191,9 +197,14 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         entity = body.get(id_field)
         if entity is not None and not isinstance(entity, str):
             raise SchemaError(f"request field {id_field!r} must be a string; got {entity!r}")
-        pred = (await _score([clean], [at], [entity], [request.state.request_id]))[0]
-        return _FastJSON({"request_id": pred.request_id, "score": pred.score, "model_version": pred.model_version,
-                          "at": pred.at.isoformat(), "features": pred.features})
+        pred = (await _score([clean], [at], [entity], [rid]))[0]
+        return orjson.dumps({"request_id": pred.request_id, "score": pred.score, "model_version": pred.model_version,
+                             "at": pred.at.isoformat(), "features": pred.features}), _JSON
+
+    @app.post("/predict", openapi_extra=_body_schema(_predict_schema(fields, id_field)))
+    async def predict(request: Request) -> Response:
+        # declared for the OpenAPI document; requests are answered by predict_direct before FastAPI sees them
+        return _raw_response(*await predict_direct(request.scope, request.receive, request.state.request_id))
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -252,9 +263,10 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         _check_model(model_name, version)
         return {"name": model_name, "ready": True}
 
-    async def _infer(request: Request, model_name: str, version: str | None) -> Response:
+    async def _infer(scope: Scope, receive: Receive, rid: str, model_name: str,
+                     version: str | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         raw_features = _check_model(model_name, version)
-        doc = oip.decode_request(await _body(request), _header(request.scope, oip.HEADER_LENGTH.encode()))
+        doc = oip.decode_request(await _read_body(scope, receive), _header(scope, oip.HEADER_LENGTH.encode()))
         binary = oip.binary_outputs(doc, ["score"])
         if raw_features:
             model = predictor.model
@@ -268,23 +280,24 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         req_id = doc.get("id")
         out = {"model_name": model_name,
                "model_version": str(preds[0].model_version if preds else predictor.version),
-               "id": req_id if isinstance(req_id, str) else request.state.request_id,
+               "id": req_id if isinstance(req_id, str) else rid,
                "outputs": [{"name": "score", "datatype": "FP64", "shape": [len(preds)],
                             "data": [p.score for p in preds]}],
                "parameters": {"request_ids": [p.request_id for p in preds]}}
         content, header_length = oip.encode_response(out, binary)
         if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(header_length)})
+            return content, _JSON
+        return content, [(b"content-type", b"application/octet-stream"),
+                         (b"inference-header-content-length", str(header_length).encode())]
 
     @app.post("/v2/models/{model_name}/infer", openapi_extra=_body_schema(_V2_REQUEST))
     async def infer(model_name: str, request: Request) -> Response:
-        return await _infer(request, model_name, None)
+        return _raw_response(*await _infer(request.scope, request.receive, request.state.request_id, model_name, None))
 
     @app.post("/v2/models/{model_name}/versions/{version}/infer", openapi_extra=_body_schema(_V2_REQUEST))
     async def infer_version(model_name: str, version: str, request: Request) -> Response:
-        return await _infer(request, model_name, version)
+        return _raw_response(*await _infer(request.scope, request.receive, request.state.request_id, model_name,
+                                           version))
 
     # -- admin -----------------------------------------------------------------------------------
     @app.post("/admin/models/{model_name}/load", openapi_extra=_body_schema(_LOAD_REQUEST, required=False))
@@ -302,30 +315,30 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         old, version = await run_in_threadpool(swapper.swap_to, str(ref))
         return {"model": name, "model_version": version, "previous_version": old}
 
-    # The scoring endpoints skip FastAPI's routing and dependency layers (~30% of a request's CPU): the
-    # middleware calls the same endpoint functions directly, with the same error handling.
-    routes = {getattr(r, "path", None): r for r in app.routes}
+    # The scoring endpoints skip FastAPI's routing, dependency and response layers (~30% of a request's CPU):
+    # _Observe calls these functions itself and sends the bytes they return, with the same error handling.
+    async def infer_served(scope: Scope, receive: Receive, rid: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        return await _infer(scope, receive, rid, name, None)
 
-    async def infer_served(request: Request) -> Response:
-        return await _infer(request, name, None)
+    async def infer_features(scope: Scope, receive: Receive, rid: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        return await _infer(scope, receive, rid, features_name, None)
 
-    async def infer_features(request: Request) -> Response:
-        return await _infer(request, features_name, None)
-
-    direct.endpoints[("POST", "/predict")] = (predict, routes["/predict"])
-    direct.endpoints[("POST", f"/v2/models/{name}/infer")] = (infer_served, routes["/v2/models/{model_name}/infer"])
-    direct.endpoints[("POST", f"/v2/models/{features_name}/infer")] = (infer_features,
-                                                                      routes["/v2/models/{model_name}/infer"])
-    direct.on_error = _loopml_error
+    direct.endpoints[("POST", "/predict")] = (predict_direct, "/predict")
+    direct.endpoints[("POST", f"/v2/models/{name}/infer")] = (infer_served, "/v2/models/{model_name}/infer")
+    direct.endpoints[("POST", f"/v2/models/{features_name}/infer")] = (infer_features, "/v2/models/{model_name}/infer")
     return app
 
 
-class _FastJSON(JSONResponse):
-    """JSON rendered by orjson: the same compact text as Starlette's (shortest float repr), without building
-    a ``json`` encoder per response; a NaN feature value becomes null instead of an error."""
+_JSON = [(b"content-type", b"application/json")]
 
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+
+def _raw_response(content: bytes, headers: list[tuple[bytes, bytes]]) -> Response:
+    response = Response(content)
+    response.raw_headers = [(b"content-length", str(len(content)).encode()), *headers]
+    return response
+
+
+Handler = Callable[[Scope, Receive, str], Awaitable[tuple[bytes, list[tuple[bytes, bytes]]]]]
 
 
 class _ServingApp(FastAPI):
@@ -334,28 +347,30 @@ class _ServingApp(FastAPI):
     Skipping Starlette's error middleware and FastAPI's telemetry (which reads ``os.environ`` and the
     OpenTelemetry providers on every request) and body-limit layers, with orjson parsing and cached metric
     children, took this app's own CPU per prediction (scoring stubbed out, no sockets) from ~78 to ~35 µs;
-    ``observe`` (the same :class:`_Observe` that wraps every other
-    path) answers ``POST /predict`` and the v2 ``infer`` of both model names itself, with the same headers,
-    error shapes, metrics and access lines. FastAPI's OpenTelemetry spans are not made for those.
+    ``observe`` (the same :class:`_Observe` that wraps every other path) answers ``POST /predict`` and the
+    v2 ``infer`` of both model names itself (:meth:`_Observe.direct_call`): the endpoint returns the body's
+    bytes and content headers, and one response start and one body message go to the server, without
+    Starlette's Request and Response objects. Same headers, error shapes, metrics and access lines.
+    FastAPI's OpenTelemetry spans are not made for those.
     """
 
     observe: _Observe | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         observe = self.observe
-        if observe is not None and scope["type"] == "http" and (scope["method"], scope["path"]) in observe.direct.endpoints:
-            scope["app"] = self  # as Starlette sets it (Request.app)
-            await observe(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        if observe is not None and scope["type"] == "http":
+            direct = observe.direct.endpoints.get((scope["method"], scope["path"]))
+            if direct is not None:
+                await observe.direct_call(direct[0], direct[1], scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class _Direct:
-    """The scoring endpoints the middleware calls itself, and the handler that turns a LoopmlError into a response."""
+    """The scoring endpoints the middleware calls itself: (method, path) -> (handler, the route path metrics name)."""
 
     def __init__(self) -> None:
-        self.endpoints: dict[tuple[str, str], tuple[Callable[[Request], Awaitable[Response]], Any]] = {}
-        self.on_error: Callable[[Request, LoopmlError], Awaitable[Response]] | None = None
+        self.endpoints: dict[tuple[str, str], tuple[Handler, str]] = {}
 
 
 class _Observe:
@@ -364,8 +379,8 @@ class _Observe:
     Starlette's ``@app.middleware("http")`` (``BaseHTTPMiddleware``) opens an anyio task group and
     memory streams per request and wraps every ``receive``: a third of the server's CPU under load.
     This one wraps ``send`` only, to see the status and add the ``x-request-id`` header. The scoring
-    endpoints (``direct``) are called from here, past FastAPI's router and dependency layers; every
-    other path goes through FastAPI as usual.
+    endpoints (``direct``) are answered by :meth:`direct_call`, past FastAPI's router, dependency and
+    response layers; every other path goes through FastAPI as usual.
     """
 
     def __init__(self, app: ASGIApp, *, predictor: Predictor, metrics: ServingMetrics, max_body_bytes: int,
@@ -389,11 +404,53 @@ class _Observe:
         children[0].inc()
         children[1].observe(elapsed)
 
+    def _done(self, scope: Scope, endpoint: str, status: int, t0: float) -> None:
+        version = self.predictor.version
+        elapsed = time.perf_counter() - t0
+        self._count(endpoint, version, status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("request", extra={
+                "model_version": version, "method": scope["method"], "path": scope["path"],
+                "status": status, "latency_ms": round(elapsed * 1000, 3)})
+
+    async def direct_call(self, handler: Handler, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a scoring endpoint: ``handler`` returns the body and its content headers or raises."""
+        rid = _header(scope, b"x-request-id") or new_request_id()
+        token = request_id_var.set(rid)
+        t0 = time.perf_counter()
+        try:
+            length = _header(scope, b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                self.metrics.errors.labels("PayloadTooLarge").inc()
+                status, headers = 413, _JSON
+                content = _error_body(f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}",
+                                      "PayloadTooLarge")
+            else:
+                try:
+                    content, headers = await handler(scope, receive, rid)
+                    status = 200
+                except LoopmlError as exc:
+                    kind = type(exc).__name__
+                    self.metrics.errors.labels(kind).inc()
+                    status, content, headers = _status(exc), _error_body(str(exc), kind), _JSON
+                except Exception:  # noqa: BLE001 - a bug, not a bad request: a 500 in the v2 error shape, trace logged
+                    self.metrics.errors.labels("InternalError").inc()
+                    error_log.exception("unhandled error")
+                    status, headers = 500, _JSON
+                    content = _error_body(f"internal error (request id {rid}); see the server log", "InternalError")
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-length", str(len(content)).encode()), *headers,
+                                    (b"x-request-id", rid.encode("latin-1"))]})
+            await send({"type": "http.response.body", "body": content})
+            self._done(scope, endpoint, status, t0)
+        finally:
+            request_id_var.reset(token)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        rid = _header(scope, b"x-request-id") or new_request_id()
         scope["state"] = {**scope.get("state", {}), "request_id": rid}  # what handlers read as request.state
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
@@ -420,11 +477,7 @@ class _Observe:
                              "PayloadTooLarge", rid)(scope, receive, send_with_id)
             else:
                 try:
-                    direct = self.direct.endpoints.get((scope["method"], scope["path"]))
-                    if direct is None:
-                        await self.app(scope, receive, send_with_id)
-                    else:
-                        await self._call_direct(*direct, scope, receive, send_with_id)
+                    await self.app(scope, receive, send_with_id)
                 except Exception:  # a bug, not a bad request: answer 500 in the v2 error shape, log the trace
                     self.metrics.errors.labels("InternalError").inc()
                     error_log.exception("unhandled error")
@@ -432,28 +485,17 @@ class _Observe:
                         raise  # part of the response has left: nothing sensible to add
                     await _error(f"internal error (request id {rid}); see the server log", 500, "InternalError",
                                  rid)(scope, receive, send_with_id)
-            route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
-            version = self.predictor.version
-            elapsed = time.perf_counter() - t0
-            self._count(endpoint, version, status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info("request", extra={
-                    "model_version": version, "method": scope["method"], "path": scope["path"],
-                    "status": status, "latency_ms": round(elapsed * 1000, 3)})
+            self._done(scope, getattr(scope.get("route"), "path", "unmatched"), status, t0)
         finally:
             request_id_var.reset(token)
 
-    async def _call_direct(self, handler: Callable[[Request], Awaitable[Response]], route: Any, scope: Scope,
-                           receive: Receive, send: Send) -> None:
-        scope["route"] = route  # as the router would set it: the metrics label the route's path
-        request = Request(scope, receive)
-        try:
-            response = await handler(request)
-        except LoopmlError as exc:
-            assert self.direct.on_error is not None
-            response = await self.direct.on_error(request, exc)
-        await response(scope, receive, send)
+
+def _error_body(message: str, kind: str) -> bytes:
+    """``{"error": message, "type": kind}`` as Starlette's JSONResponse renders it (compact, UTF-8)."""
+    try:
+        return orjson.dumps({"error": message, "type": kind})
+    except orjson.JSONEncodeError:  # a lone surrogate in the message: json escapes what orjson refuses
+        return json.dumps({"error": message, "type": kind}, separators=(",", ":")).encode()
 
 
 def _parse_json(raw: bytes) -> Any:
