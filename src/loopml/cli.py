@@ -276,15 +276,17 @@ def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
              alpha: Annotated[float, typer.Option(help="Conformal miscoverage level.")] = 0.1,
              state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Metrics with bootstrap intervals, baselines, calibration, conformal coverage, slices and gates on [--from, --to)."""
-    from loopml.loop.assess import evaluate_version
-    from loopml.registry import ArtifactStore, Registry
+    from loopml.loop.assess import evaluate_version, prefetch_window
 
     proj, ws = _open(project, state)
+    t0, t1 = _time(start, "--from"), _time(end, "--to")
+    window = prefetch_window(proj, ws.log, t0, t1)  # DuckDB builds the rows while LightGBM & co. are imported
+    from loopml.registry import ArtifactStore, Registry
+
     registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
     with _progress() as bar:
         task = bar.add_task("evaluating", total=None)
-        doc = evaluate_version(proj, ws.log, registry, model_version, _time(start, "--from"), _time(end, "--to"),
-                               alpha=alpha)
+        doc = evaluate_version(proj, ws.log, registry, model_version, t0, t1, alpha=alpha, prefetched=window)
         bar.update(task, total=1, completed=1)
     from loopml.reports import evaluation_report, model_card
 

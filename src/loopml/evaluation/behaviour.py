@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from loopml.errors import FeatureNotFound, InvalidConfig, SchemaError, closest
-from loopml.evaluation.calibration import _binary_inputs, _check_choice, _row_log_loss
+from loopml.evaluation._inputs import _binary_inputs, _check_choice, _row_log_loss
 
 __all__ = ["Directional", "Invariance", "MinimumFunctionality", "lightgbm_split_points", "missing_feature_impact",
            "noise_stability", "onnx_split_points", "run_behaviour_tests"]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from loopml.errors import InvalidConfig
-from loopml.evaluation.calibration import _bin_ids, _binary_inputs, _check_choice, _row_log_loss
+from loopml.evaluation._inputs import _bin_ids, _binary_inputs, _check_choice, _row_log_loss
 
 __all__ = ["METRICS", "metric_with_ci", "metrics_with_ci", "scores_with_ci"]
 

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control, rankdata, ttest_ind_from_stats, ttest_rel
 
 from loopml.errors import InvalidConfig, SchemaError, closest
-from loopml.evaluation.calibration import _binary_inputs, _row_log_loss
+from loopml.evaluation._inputs import _binary_inputs, _row_log_loss
 
 __all__ = ["compare_slices", "slice_metrics", "worst_slices"]
 

@@ -7,45 +7,32 @@ draws its resamples once for the model and its baselines; the behavioural and ro
 the window's scores for their unperturbed rows and score only the rows a perturbation changed.
 TreeSHAP (LightGBM's C code, which releases the GIL) runs in a thread beside the Python-bound
 baselines, bootstrap and probes; it reads only its own sample of the rows, so nothing changes.
+DuckDB (which releases the GIL too) builds the training window for the baselines in a thread while
+ONNX scores, and :func:`prefetch_window` lets a caller start the evaluated window's dataset before
+importing LightGBM, scikit-learn and SciPy (this module imports them only when it evaluates).
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from loopml.datasets.build import build_dataset
 from loopml.errors import InvalidConfig, ModelNotFound
-from loopml.evaluation import (
-    GroupRateBaseline,
-    PriorBaseline,
-    SplitConformalClassifier,
-    compare_slices,
-    coverage_report,
-    expected_calibration_error,
-    leakage_report,
-    missing_feature_impact,
-    noise_stability,
-    reliability_curve,
-    run_behaviour_tests,
-    scores_with_ci,
-    slice_metrics,
-    worst_slices,
-)
-from loopml.evaluation.behaviour import lightgbm_split_points, onnx_split_points
-from loopml.evaluation.bootstrap import METRICS
 from loopml.evaluation.gates import Gates, check_gates
-from loopml.events.log import EventLog
-from loopml.project import Project
-from loopml.registry.registry import Registry
-from loopml.training.model import GBMModel
 
-__all__ = ["Gates", "evaluate_version", "score_window"]
+if TYPE_CHECKING:
+    from loopml.events.log import EventLog
+    from loopml.project import Project
+    from loopml.registry.registry import Registry
+    from loopml.training.model import GBMModel
+
+__all__ = ["Gates", "WindowPrefetch", "evaluate_version", "prefetch_window", "score_window"]
 
 SLICE_COLUMNS = ("carrier", "origin", "month", "sched_dep_hour_local", "distance")
 BANDS = {"sched_dep_hour_local": [0, 6, 12, 18, 24], "distance": [0, 500, 1000, 2000, 5000]}
@@ -59,14 +46,47 @@ def score_window(project: Project, log: EventLog, model: GBMModel, start: dateti
     return frame
 
 
+class WindowPrefetch:
+    """The point-in-time dataset :func:`evaluate_version` scores, being built in a thread (see :func:`prefetch_window`)."""
+
+    def __init__(self, project: Project, log: EventLog, start: datetime, end: datetime) -> None:
+        self.key = (id(project), id(log), start, end)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-prefetch")
+        self.future: Future[pd.DataFrame] = pool.submit(
+            build_dataset, log, project, start - timedelta(days=CALIBRATION_DAYS), end)
+        pool.shutdown(wait=False)
+
+    def result(self, project: Project, log: EventLog, start: datetime, end: datetime) -> pd.DataFrame | None:
+        """The dataset, if it was prefetched for these arguments (else None: build it afresh)."""
+        return self.future.result() if self.key == (id(project), id(log), start, end) else None
+
+
+def prefetch_window(project: Project, log: EventLog, start: datetime, end: datetime) -> WindowPrefetch:
+    """Start building the dataset ``evaluate_version(project, log, ..., start, end, prefetched=...)`` scores.
+
+    DuckDB builds it without holding the GIL, so a caller can import what evaluation needs (LightGBM,
+    scikit-learn, SciPy: about a second) meanwhile; the frame is the one ``evaluate_version`` would build.
+    """
+    return WindowPrefetch(project, log, start, end)
+
+
 def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: str | int, start: datetime,
                      end: datetime, *, alpha: float = 0.1, gates: Gates | None = None, n_boot: int = 1000,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, prefetched: WindowPrefetch | None = None) -> dict[str, Any]:
     """Everything a careful reviewer asks before a model goes out, as one JSON-able document.
 
     ``gates`` defaults to the project's (``Project.gates``). ``timings`` gives wall seconds per stage and
-    ``cpu_timings`` this process's CPU seconds (all threads) per stage.
+    ``cpu_timings`` this process's CPU seconds (all threads) per stage. ``prefetched``: the evaluated
+    dataset already being built (:func:`prefetch_window` with the same project, log, start and end).
     """
+    from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
+    from loopml.evaluation.behaviour import run_behaviour_tests
+    from loopml.evaluation.bootstrap import METRICS, scores_with_ci
+    from loopml.evaluation.calibration import expected_calibration_error, reliability_curve
+    from loopml.evaluation.leakage import leakage_report
+    from loopml.evaluation.slices import compare_slices, slice_metrics, worst_slices
+    from loopml.registry.registry import Registry
+
     gates = Gates.coerce(gates if gates is not None else project.gates)
     clock, cpu, timings, cpu_timings = time.perf_counter(), time.process_time(), {}, {}
 
@@ -77,9 +97,16 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         clock, cpu = now, now_cpu
     name, label = project.name, project.label.name
     mv, model = registry.load(name, ref)
+    # the baselines are fitted on the version's own training window: DuckDB builds it while ONNX scores
+    background = ThreadPoolExecutor(2, thread_name_prefix="loopml-evaluate")
+    training_window = background.submit(build_dataset, log, project, pd.Timestamp(mv.train_from).to_pydatetime(),
+                                        pd.Timestamp(mv.train_to).to_pydatetime(), features=[])
     # the conformal calibration window ends where the evaluated one starts: build and score both at once
     cal_start = start - timedelta(days=CALIBRATION_DAYS)
-    both = score_window(project, log, model, cal_start, end)
+    both = prefetched.result(project, log, start, end) if prefetched is not None else None
+    if both is None:
+        both = build_dataset(log, project, cal_start, end)
+    both["score"] = model.predict_frame(both) if len(both) else np.array([], dtype=float)
     in_window = (both[project.spine.time_column] >= _utc(start)).to_numpy()
     frame, cal = both[in_window], both[~in_window]
     rows = frame[frame[label].notna()].reset_index(drop=True)
@@ -87,14 +114,11 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         raise InvalidConfig(f"no labelled rows between {start.isoformat()} and {end.isoformat()}")
     y = rows[label].astype(float).to_numpy()
     p = rows["score"].to_numpy(float)
-    background = ThreadPoolExecutor(1, thread_name_prefix="loopml-shap")
     shap = background.submit(_explanations, model, _shap_sample(rows))
     background.shutdown(wait=False)
     lap("features_and_scoring")
 
-    # baselines fitted on the version's own training window
-    train = build_dataset(log, project, pd.Timestamp(mv.train_from).to_pydatetime(), pd.Timestamp(mv.train_to).to_pydatetime(),
-                          features=[])
+    train = training_window.result()
     known = train[train[label].notna()]
     y_train = known[label].astype(float).to_numpy()
     scores = {"model": p, "prior": PriorBaseline().fit(y_train).predict(len(y)),
@@ -110,14 +134,7 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         _, champion = registry.load(name, champ_v)
         champion_p = scores["champion"] = champion.predict_frame(rows)
         wanted["champion"] = ("log_loss", "roc_auc", "brier", "ece")
-    # one set of bootstrap draws for all: each result is what metrics_with_ci gives for that vector alone
-    with_ci = scores_with_ci(y, scores, metrics=wanted, n_boot=n_boot, seed=seed)
-    metrics = with_ci.pop("model")
-    baselines: dict[str, Any] = {"prior": with_ci["prior"], "carrier_rate": with_ci["carrier_rate"]}
-    if champion_p is not None:
-        baselines["champion"] = {"version": champ_v, **with_ci["champion"]}
-
-    lap("metrics_and_baselines")
+    lap("baseline_scores")
     curve = reliability_curve(y, p, n_bins=10)
     calibration = {
         "ece_uniform": expected_calibration_error(y, p, n_bins=10, strategy="uniform"),
@@ -149,6 +166,22 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     explanations = shap.result()
     curves = _curves(y, p)
     lap("explanations_and_curves")
+    doc: dict[str, Any] = {
+        "model": name, "model_version": mv.version, "window": [start.isoformat(), end.isoformat()],
+        "n": len(rows), "unlabelled": int(len(frame) - len(rows)),
+        "metrics": None, "baselines": None, "calibration": calibration,
+        "conformal": conformal, "slices": {"by_value": slices_all, "worst": worst},
+        "behaviour": behaviour, "robustness": robustness, "leakage": leakage, "explanations": explanations,
+        "curves": curves, "gate_policy": gates.to_dict(),
+    }
+
+    # one set of bootstrap draws for all: each result is what metrics_with_ci gives for that vector alone
+    with_ci = scores_with_ci(y, scores, metrics=wanted, n_boot=n_boot, seed=seed)
+    metrics = with_ci.pop("model")
+    baselines: dict[str, Any] = {"prior": with_ci["prior"], "carrier_rate": with_ci["carrier_rate"]}
+    if champion_p is not None:
+        baselines["champion"] = {"version": champ_v, **with_ci["champion"]}
+    lap("metrics_and_baselines")
 
     champion_ll = worse = None
     if champion_p is not None:
@@ -161,16 +194,9 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
                                champion_ece=baselines["champion"]["ece"]["value"] if champion_p is not None else None,
                                slices_worse=worse)
     lap("gates")
-    return {
-        "model": name, "model_version": mv.version, "window": [start.isoformat(), end.isoformat()],
-        "n": len(rows), "unlabelled": int(len(frame) - len(rows)),
-        "metrics": metrics, "baselines": baselines, "calibration": calibration,
-        "conformal": conformal, "slices": {"by_value": slices_all, "worst": worst},
-        "behaviour": behaviour, "robustness": robustness, "leakage": leakage, "explanations": explanations,
-        "curves": curves, "gate_policy": gates.to_dict(),
-        "gates": gate_results, "passed": all(g["passed"] for g in gate_results), "timings": timings,
-        "cpu_timings": cpu_timings,
-    }
+    doc.update(metrics=metrics, baselines=baselines, gates=gate_results, passed=all(g["passed"] for g in gate_results),
+               timings=timings, cpu_timings=cpu_timings)
+    return doc
 
 
 def _utc(t: datetime) -> pd.Timestamp:
@@ -182,6 +208,8 @@ def _conformal(project: Project, cal: pd.DataFrame, cal_start: datetime, start: 
                y: np.ndarray, p: np.ndarray, alpha: float) -> dict[str, Any]:
     """Split conformal sets (LAC, marginal and Mondrian by origin) calibrated on ``cal`` (scored rows of the
     ``CALIBRATION_DAYS`` before the window)."""
+    from loopml.evaluation.conformal import SplitConformalClassifier, coverage_report
+
     label = project.label.name
     cal = cal[cal[label].notna()]
     proba_cal = _two_class(cal["score"].to_numpy(float))
@@ -209,6 +237,8 @@ def _two_class(p: np.ndarray) -> np.ndarray:
 
 def _split_points(model: GBMModel, registry: Registry, info: dict[str, Any]) -> dict[str, np.ndarray] | None:
     """The thresholds the model's scorer compares each numeric feature with (see ``split_points``)."""
+    from loopml.evaluation.behaviour import lightgbm_split_points, onnx_split_points
+
     numeric = [f for f in model.features if f not in model.categories]
     if model.backend == "onnx":
         sha = (info.get("onnx") or {}).get("sha256")
@@ -219,6 +249,8 @@ def _split_points(model: GBMModel, registry: Registry, info: dict[str, Any]) -> 
 def _robustness(project: Project, model: GBMModel, rows: pd.DataFrame, y: np.ndarray, p: np.ndarray,
                 splits: dict[str, np.ndarray] | None = None, *, sample: int = 1000) -> dict[str, Any]:
     """Score stability under 1% noise on numeric features, and the cost of each source's features going missing."""
+    from loopml.evaluation.behaviour import missing_feature_impact, noise_stability
+
     take = rows.sample(min(sample, len(rows)), random_state=0) if len(rows) > sample else rows
     at = rows.index.get_indexer(take.index)
     y_take, p_take = y[at], p[at]
