@@ -277,27 +277,33 @@ def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
              state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Metrics with bootstrap intervals, baselines, calibration, conformal coverage, slices and gates on [--from, --to)."""
     from loopml.loop.assess import evaluate_version, prefetch_window
+    from loopml.reports.card import FigureRenderer, evaluation_report, model_card
 
     proj, ws = _open(project, state)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
-    window = prefetch_window(proj, ws.log, t0, t1)  # DuckDB builds the rows while LightGBM & co. are imported
-    from loopml.registry import ArtifactStore, Registry
+    # the report's plots are drawn by a child process (it imports matplotlib now) while the bootstrap runs
+    figures = FigureRenderer()
+    try:
+        window = prefetch_window(proj, ws.log, t0, t1)  # DuckDB builds the rows while LightGBM & co. are imported
+        from loopml.registry import ArtifactStore, Registry
 
-    registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
-    with _progress() as bar:
-        task = bar.add_task("evaluating", total=None)
-        doc = evaluate_version(proj, ws.log, registry, model_version, t0, t1, alpha=alpha, prefetched=window)
-        bar.update(task, total=1, completed=1)
-    from loopml.reports import evaluation_report, model_card
-
-    mv = registry.get(proj.name, doc["model_version"])
-    card = model_card(proj.name, {**mv.__dict__}, doc, intended_use=(proj.description or ""),
-                      sources=sorted({proj.spine.source, proj.label.source, *proj.feature_sources()}))
-    card_path = ws.reports / f"model-card-v{mv.version}.md"
-    card_path.parent.mkdir(parents=True, exist_ok=True)
-    card_path.write_text(card, encoding="utf-8")
-    doc["model_card"] = str(card_path)
-    doc["report"] = str(evaluation_report(ws.reports / f"evaluate-v{mv.version}.html", doc, card))
+        registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
+        with _progress() as bar:
+            task = bar.add_task("evaluating", total=None)
+            doc = evaluate_version(proj, ws.log, registry, model_version, t0, t1, alpha=alpha, prefetched=window,
+                                   before_intervals=figures.submit)
+            bar.update(task, total=1, completed=1)
+        mv = registry.get(proj.name, doc["model_version"])
+        card = model_card(proj.name, {**mv.__dict__}, doc, intended_use=(proj.description or ""),
+                          sources=sorted({proj.spine.source, proj.label.source, *proj.feature_sources()}))
+        card_path = ws.reports / f"model-card-v{mv.version}.md"
+        card_path.parent.mkdir(parents=True, exist_ok=True)
+        card_path.write_text(card, encoding="utf-8")
+        doc["model_card"] = str(card_path)
+        doc["report"] = str(evaluation_report(ws.reports / f"evaluate-v{mv.version}.html", doc, card,
+                                              figures=figures.result))
+    finally:
+        figures.close()
     if as_json:
         _print_json(doc)
         return

@@ -14,7 +14,7 @@ from loopml.evaluation import (
     metrics_with_ci,
     scores_with_ci,
 )
-from loopml.evaluation.bootstrap import METRICS, _resample_counts, _statistic
+from loopml.evaluation.bootstrap import METRICS, _resample_counts, _statistic, score_values
 
 
 def _population(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,3 +161,14 @@ def test_scores_with_ci_errors_name_the_vector_and_the_field():
         scores_with_ci(y, {"a": p, "b": p[:19]}, metrics=("brier",))
     with pytest.raises(InvalidConfig, match="metric must be one of .*got 'auc'"):
         scores_with_ci(y, {"a": p}, metrics={"a": ("auc",)})
+
+
+def test_score_values_are_the_values_scores_with_ci_reports():
+    """The point values given before the intervals (a report's plots) are the very floats of the intervals' result."""
+    y, p = _with_ties(3, 3000)
+    scores = {"model": p, "flat": np.full(len(p), y.mean()), "coarse": np.round(p, 1)}
+    metrics = {"model": METRICS, "flat": ("log_loss", "brier"), "coarse": ("roc_auc", "ece", "pr_auc")}
+    values = score_values(y, scores, metrics=metrics)
+    with_ci = scores_with_ci(y, scores, metrics=metrics, n_boot=20)
+    assert values == {k: {m: r["value"] for m, r in v.items()} for k, v in with_ci.items()}
+    assert list(values["model"]) == list(METRICS)

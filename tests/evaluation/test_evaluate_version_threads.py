@@ -1,4 +1,5 @@
-"""evaluate_version's threaded steps (SHAP beside the bootstrap, ONNX batches cut across threads) change nothing."""
+"""evaluate_version's threaded steps (SHAP beside the bootstrap, ONNX batches cut across threads, the prefetched
+window, the baselines' window built while ONNX scores, the report's plots drawn during the bootstrap) change nothing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from loopml.datasets.build import build_dataset
-from loopml.loop.assess import _explanations, evaluate_version
+from loopml.loop.assess import _explanations, evaluate_version, prefetch_window
 from loopml.loop.jobs import train_and_register
 from loopml.registry import ArtifactStore, Registry
 from loopml.timeutil import parse_time
@@ -34,3 +35,35 @@ def test_evaluate_version_explanations_and_scores_equal_the_serial_single_thread
     serial = _explanations(model, rows.sample(200, random_state=0))
     assert doc["explanations"] == serial
     assert doc["n"] == len(rows)
+
+
+def test_a_prefetched_window_and_the_plots_drawn_during_the_bootstrap_change_no_number(
+        flights_project, flights_ws, tmp_path):
+    from loopml.reports.card import FigureRenderer, evaluation_figures
+
+    reg = Registry(f"sqlite:///{tmp_path / 'r.sqlite'}", ArtifactStore(tmp_path / "a"))
+    mv, _, _ = train_and_register(flights_project, flights_ws.log, reg, parse_time("2013-02-01"),
+                                  parse_time("2013-03-01"))
+    start, end = parse_time("2013-03-01"), parse_time("2013-03-15")
+    plain = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50)
+    seen = []
+    renderer = FigureRenderer()
+
+    def before_intervals(partial):
+        seen.append(partial)
+        renderer.submit(partial)
+
+    window = prefetch_window(flights_project, flights_ws.log, start, end)
+    fast = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50,
+                            prefetched=window, before_intervals=before_intervals)
+    for doc in (plain, fast):
+        doc.pop("timings"), doc.pop("cpu_timings")
+    assert fast == plain and list(fast) == list(plain)
+    (partial,) = seen
+    assert {k: m["value"] for k, m in partial["metrics"].items()} == {k: m["value"] for k, m in fast["metrics"].items()}
+    assert "gates" not in partial and partial["baselines"] is None
+    assert renderer.result() == evaluation_figures(fast)
+    # a prefetch for another window is not used
+    other = prefetch_window(flights_project, flights_ws.log, start, parse_time("2013-03-08"))
+    again = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50, prefetched=other)
+    assert again["n"] == plain["n"]

@@ -24,7 +24,7 @@ import numpy as np
 from loopml.errors import InvalidConfig
 from loopml.evaluation._inputs import _bin_ids, _binary_inputs, _check_choice, _row_log_loss
 
-__all__ = ["METRICS", "metric_with_ci", "metrics_with_ci", "scores_with_ci"]
+__all__ = ["METRICS", "metric_with_ci", "metrics_with_ci", "score_values", "scores_with_ci"]
 
 METRICS: tuple[str, ...] = ("log_loss", "roc_auc", "pr_auc", "brier", "accuracy", "ece")
 """Metric names :func:`metric_with_ci` understands."""
@@ -172,19 +172,7 @@ def scores_with_ci(
     >>> both["model"]["brier"] == metric_with_ci(y, p, "brier", n_boot=200)
     True
     """
-    if isinstance(scores, str) or not isinstance(scores, Mapping) or len(scores) == 0:
-        raise InvalidConfig(f"scores must map names to score vectors (e.g. {{'model': p}}); got {scores!r}.")
-    if isinstance(metrics, Mapping):
-        unknown = sorted(set(metrics) - set(scores), key=str)
-        absent = [name for name in scores if name not in metrics]
-        if unknown or absent:
-            raise InvalidConfig(f"metrics must name the metrics of every score vector {list(scores)} and no "
-                                f"other; got metrics for {list(metrics)}.")
-        wanted = {name: metrics[name] for name in scores}
-    else:
-        wanted = dict.fromkeys(scores, metrics)
-    for names in wanted.values():
-        _check_metric_names(names)
+    wanted = _wanted(scores, metrics)
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise InvalidConfig(f"n_boot must be a positive integer; got {n_boot!r}.")
     if not 0 < level < 1:
@@ -192,19 +180,8 @@ def scores_with_ci(
     if not 0 <= threshold <= 1:
         raise InvalidConfig(f"threshold must lie in [0, 1]; got {threshold!r}.")
 
-    vectors = []  # per score vector: its metric functions, evaluated on each block of count matrices
-    for key, p in scores.items():
-        yk, pk = _binary_inputs(y, p, p_name="p" if key == "" else f"scores[{key!r}]")
-        order = np.argsort(pk, kind="stable")  # every metric ignores row order, so sort once by score
-        yk, pk = yk[order], pk[order]
-        vectors.append({
-            name: _statistic(name, yk, pk, threshold=threshold, n_bins=n_bins, strategy=strategy)
-            for name in dict.fromkeys(wanted[key])
-        })
-
-    n = len(yk)
-    full = np.ones((1, n))
-    values = [{name: float(stat(full)[0]) for name, stat in stats.items()} for stats in vectors]
+    n, vectors = _vectors(y, scores, wanted, threshold=threshold, n_bins=n_bins, strategy=strategy)
+    values = _values(vectors, n)
     boots: list[dict[str, list[np.ndarray]]] = [{name: [] for name in stats} for stats in vectors]
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_CELLS // n)
@@ -229,6 +206,65 @@ def scores_with_ci(
                 ci = [float(v) for v in np.quantile(draws, [lo_q, hi_q])]
             out[key][name] = {"value": value[name], "ci": ci}
     return out
+
+
+def score_values(
+    y: Any,
+    scores: Mapping[str, Any],
+    *,
+    metrics: Sequence[str] | Mapping[str, Sequence[str]] = METRICS,
+    threshold: float = 0.5,
+    n_bins: int = 10,
+    strategy: str = "uniform",
+) -> dict[str, dict[str, float]]:
+    """The point values :func:`scores_with_ci` reports (``result[name][metric]["value"]``), without resampling.
+
+    The same computation on the same rows, so the same floats: a caller can use them (a report's plots)
+    before the intervals are done.
+    """
+    wanted = _wanted(scores, metrics)
+    n, vectors = _vectors(y, scores, wanted, threshold=threshold, n_bins=n_bins, strategy=strategy)
+    return {key: {name: value[name] for name in wanted[key]}
+            for key, value in zip(scores, _values(vectors, n), strict=True)}
+
+
+def _wanted(scores: Mapping[str, Any], metrics: Sequence[str] | Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """The metric names asked for each score vector, checked."""
+    if isinstance(scores, str) or not isinstance(scores, Mapping) or len(scores) == 0:
+        raise InvalidConfig(f"scores must map names to score vectors (e.g. {{'model': p}}); got {scores!r}.")
+    if isinstance(metrics, Mapping):
+        unknown = sorted(set(metrics) - set(scores), key=str)
+        absent = [name for name in scores if name not in metrics]
+        if unknown or absent:
+            raise InvalidConfig(f"metrics must name the metrics of every score vector {list(scores)} and no "
+                                f"other; got metrics for {list(metrics)}.")
+        wanted = {name: metrics[name] for name in scores}
+    else:
+        wanted = dict.fromkeys(scores, metrics)
+    for names in wanted.values():
+        _check_metric_names(names)
+    return wanted
+
+
+def _vectors(y: Any, scores: Mapping[str, Any], wanted: Mapping[str, Sequence[str]], *, threshold: float,
+             n_bins: int, strategy: str) -> tuple[int, list[dict[str, _Stat]]]:
+    """The number of rows and, per score vector, its metric functions of a count matrix."""
+    vectors = []  # per score vector: its metric functions, evaluated on each block of count matrices
+    for key, p in scores.items():
+        yk, pk = _binary_inputs(y, p, p_name="p" if key == "" else f"scores[{key!r}]")
+        order = np.argsort(pk, kind="stable")  # every metric ignores row order, so sort once by score
+        yk, pk = yk[order], pk[order]
+        vectors.append({
+            name: _statistic(name, yk, pk, threshold=threshold, n_bins=n_bins, strategy=strategy)
+            for name in dict.fromkeys(wanted[key])
+        })
+    return len(yk), vectors
+
+
+def _values(vectors: list[dict[str, _Stat]], n: int) -> list[dict[str, float]]:
+    """Each metric on the full sample (every row drawn once)."""
+    full = np.ones((1, n))
+    return [{name: float(stat(full)[0]) for name, stat in stats.items()} for stats in vectors]
 
 
 def _check_metric_names(metrics: Any) -> None:

@@ -15,6 +15,7 @@ importing LightGBM, scikit-learn and SciPy (this module imports them only when i
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -72,16 +73,22 @@ def prefetch_window(project: Project, log: EventLog, start: datetime, end: datet
 
 def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: str | int, start: datetime,
                      end: datetime, *, alpha: float = 0.1, gates: Gates | None = None, n_boot: int = 1000,
-                     seed: int = 0, prefetched: WindowPrefetch | None = None) -> dict[str, Any]:
+                     seed: int = 0, prefetched: WindowPrefetch | None = None,
+                     before_intervals: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Everything a careful reviewer asks before a model goes out, as one JSON-able document.
 
     ``gates`` defaults to the project's (``Project.gates``). ``timings`` gives wall seconds per stage and
     ``cpu_timings`` this process's CPU seconds (all threads) per stage. ``prefetched``: the evaluated
     dataset already being built (:func:`prefetch_window` with the same project, log, start and end).
+
+    The bootstrap intervals come last. ``before_intervals``, if given, is called just before them with
+    the document so far: every section but ``baselines`` and the gates, and ``metrics`` with the model's
+    point values (the very floats of the final document) and ``ci`` None. ``loopml evaluate`` hands it
+    to a process that draws the report's plots meanwhile.
     """
     from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
     from loopml.evaluation.behaviour import run_behaviour_tests
-    from loopml.evaluation.bootstrap import METRICS, scores_with_ci
+    from loopml.evaluation.bootstrap import METRICS, score_values, scores_with_ci
     from loopml.evaluation.calibration import expected_calibration_error, reliability_curve
     from loopml.evaluation.leakage import leakage_report
     from loopml.evaluation.slices import compare_slices, slice_metrics, worst_slices
@@ -174,6 +181,9 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         "behaviour": behaviour, "robustness": robustness, "leakage": leakage, "explanations": explanations,
         "curves": curves, "gate_policy": gates.to_dict(),
     }
+    if before_intervals is not None:
+        values = score_values(y, {"model": p}, metrics={"model": wanted["model"]})["model"]
+        before_intervals({**doc, "metrics": {k: {"value": v, "ci": None} for k, v in values.items()}})
 
     # one set of bootstrap draws for all: each result is what metrics_with_ci gives for that vector alone
     with_ci = scores_with_ci(y, scores, metrics=wanted, n_boot=n_boot, seed=seed)

@@ -1,18 +1,26 @@
-"""Model cards (Mitchell et al., 2019) from a registered version and its evaluation document."""
+"""Model cards (Mitchell et al., 2019) from a registered version and its evaluation document.
+
+The evaluation report's plots need only the point values of an evaluation, not its bootstrap
+intervals, so :class:`FigureRenderer` can draw them in another process (matplotlib holds the GIL)
+while the evaluation computes its intervals. This module imports nothing outside the standard
+library at the top, so that process loads it from its file without loading loopml (pandas, DuckDB):
+only matplotlib.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import json
 import math
-from collections.abc import Mapping
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from loopml.reports.html import _page
-
-__all__ = ["evaluation_report", "model_card"]
+__all__ = ["FigureRenderer", "evaluation_figures", "evaluation_report", "model_card"]
 
 
 def _ci(m: Mapping[str, Any]) -> str:
@@ -116,9 +124,14 @@ def _gate_table(gates: list[Mapping[str, Any]]) -> str:
     return f"<table><tr><th class=l>gate</th><th>result</th><th>value</th><th>threshold</th></tr>{rows}</table>"
 
 
-def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
-    """Self-contained HTML: reliability, ROC and PR curves, slices, importance, robustness, coverage, and the card."""
-    parts = ["<h2>Gates</h2>", _gate_table(doc["gates"])]
+FIGURE_KEYS = ("calibration", "curves", "metrics", "slices", "explanations", "robustness", "conformal")
+"""The parts of an evaluation document :func:`evaluation_figures` reads (of ``metrics`` only the values)."""
+
+
+def evaluation_figures(doc: Mapping[str, Any]) -> list[str]:
+    """The report's plots as ``<img>`` tags (base64 PNG): reliability, ROC and PR curves, slices,
+    importance, robustness, coverage. Reads only :data:`FIGURE_KEYS` of ``doc``."""
+    parts: list[str] = []
     rel = doc["calibration"]["reliability"]
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], linestyle=":", color="gray")
@@ -184,8 +197,110 @@ def evaluation_report(path: Path, doc: Mapping[str, Any], card: str) -> Path:
         ax.legend()
         ax.set_title("Conformal coverage per origin")
         parts.append(_png(fig))
+    return parts
+
+
+def evaluation_report(path: Path, doc: Mapping[str, Any], card: str, *,
+                      figures: list[str] | Callable[[], list[str]] | None = None) -> Path:
+    """Self-contained HTML: gates, the plots of :func:`evaluation_figures`, and the card.
+
+    ``figures``: the plots already drawn, or a function returning them (a :class:`FigureRenderer`'s
+    ``result``); by default they are drawn here.
+    """
+    from loopml.reports.html import _page
+
+    drawn = figures() if callable(figures) else figures
+    parts = ["<h2>Gates</h2>", _gate_table(doc["gates"]),
+             *(drawn if drawn is not None else evaluation_figures(doc))]
     parts.append(f"<pre>{html.escape(card)}</pre>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(f"loopml — {doc['model']} v{doc['model_version']} evaluation", "".join(parts)),
                     encoding="utf-8")
     return path
+
+
+def _figure_inputs(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of ``doc`` the plots read, with the metrics' point values only."""
+    out = {k: doc[k] for k in FIGURE_KEYS if k in doc and k != "metrics"}
+    out["metrics"] = {k: {"value": m["value"]} for k, m in (doc.get("metrics") or {}).items()}
+    return out
+
+
+class FigureRenderer:
+    """Draws :func:`evaluation_figures` in a child process, started before the document is ready.
+
+    The child (the running interpreter, loading this file without loopml) imports matplotlib at once
+    and then waits for the document on its stdin; :meth:`submit` sends it (only :data:`FIGURE_KEYS`,
+    as JSON, with the metrics' point values) and :meth:`result` returns the ``<img>`` tags. Should the
+    child be missing, fail or time out, :meth:`result` draws the plots in this process instead, so the
+    report is the same either way.
+    """
+
+    def __init__(self, *, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+        self._doc: dict[str, Any] | None = None
+        self._out: list[str] | None = None
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL)
+        except OSError:
+            self._proc = None
+
+    def submit(self, doc: Mapping[str, Any]) -> None:
+        """Send the document to the child, which starts drawing; returns at once."""
+        self._doc = _figure_inputs(doc)
+        if self._proc is None or self._proc.stdin is None:
+            return
+        try:  # one line of JSON (it escapes newlines); the pipe stays open for communicate() to close
+            self._proc.stdin.write(json.dumps(self._doc, default=str).encode() + b"\n")
+            self._proc.stdin.flush()
+        except OSError:
+            self._kill()
+
+    def result(self) -> list[str]:
+        """The plots of the submitted document (waits for the child)."""
+        if self._out is not None:
+            return self._out
+        if self._doc is None:
+            raise RuntimeError("FigureRenderer.result() before submit()")
+        if self._proc is not None:
+            try:
+                out, _ = self._proc.communicate(timeout=self.timeout)
+                if self._proc.returncode == 0:
+                    self._out = json.loads(out)
+            except (subprocess.TimeoutExpired, OSError, ValueError):
+                self._kill()
+        if self._out is None:
+            self._out = evaluation_figures(self._doc)
+        return self._out
+
+    def close(self) -> None:
+        """Stop the child if it is still waiting (nothing was submitted, or the result is not wanted)."""
+        self._kill()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+
+_CHILD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("_loopml_report_figures", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module._serve_figures()
+"""
+
+
+def _serve_figures() -> None:
+    """The child of :class:`FigureRenderer`: import matplotlib, read one document, write its plots."""
+    from matplotlib.figure import Figure  # noqa: F401 - imported while the parent is still evaluating
+
+    data = sys.stdin.buffer.readline()
+    if not data.strip():
+        return
+    sys.stdout.write(json.dumps(evaluation_figures(json.loads(data))))
+    sys.stdout.flush()

@@ -1,0 +1,68 @@
+"""The evaluation report's plots drawn in a child process while the intervals are computed: the same report."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+
+from loopml.reports.card import FigureRenderer, evaluation_figures, evaluation_report
+
+
+def _doc() -> dict:
+    return {
+        "model": "m", "model_version": 1,
+        "metrics": {"log_loss": {"value": 0.5, "ci": [0.49, 0.51]}, "roc_auc": {"value": 0.7, "ci": [0.69, 0.71]},
+                    "pr_auc": {"value": 0.4, "ci": [0.39, 0.41]}},
+        "calibration": {"reliability": {"mean_predicted": [0.1, 0.5, 0.9], "fraction_positive": [0.12, 0.45, 0.8],
+                                        "count": [10, 20, 5]}},
+        "curves": {"roc": {"fpr": [0.0, 0.3, 1.0], "tpr": [0.0, 0.6, 1.0]},
+                   "pr": {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 0.6, 0.3]}, "positive_rate": 0.3},
+        "slices": {"by_value": [{"column": "carrier", "value": "AA", "log_loss": 0.45},
+                                {"column": "origin", "value": "JFK", "log_loss": math.nan},
+                                {"column": "month", "value": 6, "log_loss": 0.6}], "worst": []},
+        "explanations": {"mean_abs_shap": {"a": 0.3, "b": 0.1}, "gain": {"b": 10.0, "a": 5.0}},
+        "robustness": {"missing_source": [{"group": "weather feed down", "log_loss_change": 0.02},
+                                          {"group": "routes feed down", "log_loss_change": None}]},
+        "conformal": {"alpha": 0.1, "marginal": {"by_group": {"EWR": {"coverage": 0.88}, "JFK": {"coverage": 0.91}}}},
+        "gates": [{"gate": "ece", "passed": True, "value": 0.01, "threshold": 0.03}],
+    }
+
+
+def test_the_child_draws_the_plots_this_process_would(tmp_path):
+    doc = _doc()
+    renderer = FigureRenderer()
+    renderer.submit({**doc, "metrics": {k: {"value": m["value"], "ci": None} for k, m in doc["metrics"].items()}})
+    assert renderer._proc is not None
+    drawn = renderer.result()
+    assert renderer._proc.returncode == 0  # drawn by the child, not by the fallback
+    here = evaluation_figures(doc)
+    assert drawn == here and len(here) == 6
+    a = evaluation_report(tmp_path / "a.html", doc, "card", figures=renderer.result)
+    b = evaluation_report(tmp_path / "b.html", doc, "card")
+    assert a.read_text() == b.read_text() and a.read_text().count("data:image/png;base64,") == 6
+    renderer.close()
+
+
+@pytest.mark.parametrize("broken", ["exits", "garbage", "missing"])
+def test_a_failed_child_leaves_the_plots_to_this_process(monkeypatch, broken):
+    doc = _doc()
+    if broken == "missing":
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    else:
+        code = "import sys; sys.exit(3)" if broken == "exits" else "import sys; sys.stdin.readline(); print('not json')"
+        monkeypatch.setattr("loopml.reports.card._CHILD", code)
+    renderer = FigureRenderer()
+    renderer.submit(doc)
+    assert renderer.result() == evaluation_figures(doc)
+
+
+def test_an_unused_renderer_is_stopped():
+    renderer = FigureRenderer()
+    proc = renderer._proc
+    renderer.close()
+    assert proc is not None and proc.poll() is not None
+    assert renderer._proc is None
+    json.dumps(_doc())  # the document the child reads is plain JSON
