@@ -159,3 +159,36 @@ def test_an_idle_flusher_thread_ends_and_the_next_append_starts_another(tmp_path
     assert log.fsyncs == 2
     log.close()
     assert sorted(PredictionLog(tmp_path).read_predictions()["request_id"]) == ["a", "b"]
+
+
+def test_when_durable_calls_back_on_the_loop_after_the_fsync_and_with_the_failure(tmp_path, disk, monkeypatch):
+    log = PredictionLog(tmp_path)
+    disk.release.clear()
+
+    async def scenario() -> list:
+        calls: list = []
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        ticket = log.append_predictions([_pred("a")])
+        log.when_durable(ticket, lambda failure: (calls.append((failure, threading.get_ident())), done.set_result(None)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        stuck = list(calls)
+        disk.release.set()
+        await asyncio.wait_for(done, 10)
+        log.when_durable(ticket, lambda failure: calls.append(("again", failure)))  # already durable: at once
+        return [stuck, calls, threading.get_ident()]
+
+    stuck, calls, loop_thread = asyncio.run(scenario())
+    assert stuck == [] and calls[0] == (None, loop_thread) and calls[1] == ("again", None)
+    log.close()
+
+    monkeypatch.setattr(predictionlog.os, "fsync", _SlowDisk(fail=True))
+    failing = PredictionLog(tmp_path / "failing")
+
+    async def failed() -> BaseException | None:
+        done = asyncio.get_running_loop().create_future()
+        failing.when_durable(failing.append_predictions([_pred("b")]), done.set_result)
+        return await asyncio.wait_for(done, 10)
+
+    assert isinstance(asyncio.run(failed()), PredictionLogError)

@@ -83,8 +83,7 @@ class MicroBatcher:
             _settle(waiters, preds, None)
             return
         # answer once the batch's log records are fsynced (group commit), without blocking the loop
-        durable = log.durable(ticket)
-        durable.add_done_callback(lambda f: _settle(waiters, preds, f.exception()))
+        log.when_durable(ticket, lambda failure: _settle(waiters, preds, failure))
 
 
 def _settle(waiters: list[tuple[asyncio.Future[list[Prediction]], int]], preds: list[Prediction] | None,

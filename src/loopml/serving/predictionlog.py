@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class PredictionLog:
         self._cond = threading.Condition(threading.Lock())  # the flusher and blocking waiters
         self._written = 0                      # ticket of the last append
         self._synced = 0                       # every append up to this ticket is fsynced
-        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, _Waiter]] = []
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._failure: PredictionLogError | None = None  # set once an fsync failed: nothing is durable after it
@@ -150,6 +150,18 @@ class PredictionLog:
             else:
                 self._waiters.append((ticket, loop, fut))
         return fut
+
+    def when_durable(self, ticket: int, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback(None)`` on the running event loop once the append of ``ticket`` is fsynced, or
+        ``callback(error)`` if the fsync failed; now if it already is. One loop callback per fsync for all
+        of its waiters, without a future each (what the micro-batcher answers a batch from)."""
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if self._synced < ticket and self._failure is None:
+                self._waiters.append((ticket, loop, callback))
+                return
+            failure = self._failure if self._synced < ticket else None
+        callback(failure)
 
     def append_predictions(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Write prediction records; return the ticket to :meth:`wait` for or :meth:`durable` on."""
@@ -254,26 +266,30 @@ class PredictionLog:
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
-def _wake(waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]],
-          failure: BaseException | None) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for _, loop, fut in waiters:
-        by_loop.setdefault(loop, []).append(fut)
-    for loop, futs in by_loop.items():  # one wake-up per event loop, not per request
+_Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
+
+
+def _wake(waiters: list[tuple[int, asyncio.AbstractEventLoop, _Waiter]], failure: BaseException | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+    for _, loop, waiter in waiters:
+        by_loop.setdefault(loop, []).append(waiter)
+    for loop, ws in by_loop.items():  # one wake-up per event loop, not per request
         try:
-            loop.call_soon_threadsafe(_resolve, futs, failure)
+            loop.call_soon_threadsafe(_resolve, ws, failure)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             pass
 
 
-def _resolve(futures: list[asyncio.Future[None]], failure: BaseException | None) -> None:
-    for fut in futures:
-        if fut.done():  # a client that went away cancelled its wait
+def _resolve(waiters: list[_Waiter], failure: BaseException | None) -> None:
+    for waiter in waiters:
+        if not isinstance(waiter, asyncio.Future):
+            waiter(failure)
+        elif waiter.done():  # a client that went away cancelled its wait
             continue
-        if failure is None:
-            fut.set_result(None)
+        elif failure is None:
+            waiter.set_result(None)
         else:
-            fut.set_exception(failure)
+            waiter.set_exception(failure)
 
 
 def _default(value: Any) -> Any:
