@@ -95,6 +95,9 @@ class GroupState:
     items: dict[str, list[str | None]] = field(default_factory=dict)  # column -> canonical text (None = missing)
     tile_us: int = 0                                                 # tile length (0: no tiles), see .tiles
     tiles: Tiles = field(default_factory=Tiles)                      # sealed tiles' per-column aggregates
+    # where the open (newest) tile starts (event index) and ends (time); -1: not known yet, see _new_tile
+    _open_start: int = field(default=-1, compare=False, repr=False)
+    _open_end: int = field(default=-1, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         cols = sorted(self.values)
@@ -139,6 +142,7 @@ class GroupState:
         if tile_us == self.tile_us:
             return
         self.tile_us, self.tiles = tile_us, Tiles()
+        self._open_start = self._open_end = -1
         if not tile_us or not self.ts:
             return
         starts, prev = [], None  # where each tile's run of events starts
@@ -165,17 +169,24 @@ class GroupState:
             self.valid[c] = array("q", (v - base for v in a[cut:]))
         if self.tile_us:
             self.tiles.drop_before(cut)
+            self._open_start = self._open_end = -1
+
+    def _new_tile(self, ts: int) -> None:
+        """``ts`` lies past the open tile (or where that is is not known): seal the open tile, open ``ts``'s."""
+        size, n = self.tile_us, len(self.ts)
+        if self._open_start < 0 and n:  # after a load, a trim or a retile: find the open tile
+            end = ((self.ts[-1] - 1) // size + 1) * size
+            self._open_start, self._open_end = bisect.bisect_left(self.ts, end - size + 1), end
+            if ts <= end:
+                return
+        if self._open_start > 0:  # the first tile (starting at event 0) is never sealed
+            self.tiles.seal(self._open_start, n, self.values, self.valid)
+        self._open_start, self._open_end = n, ((ts - 1) // size + 1) * size
 
     def append(self, ts: int, values: Iterable[tuple[str, Any]]) -> None:
         """Add one event (available time in us, (column, value) pairs) to the window arrays."""
-        size = self.tile_us
-        if size and self.ts:
-            prev = (self.ts[-1] - 1) // size
-            if (ts - 1) // size != prev:
-                # a new tile begins: the one it closes is sealed unless it is the first tile
-                start = bisect.bisect_left(self.ts, prev * size + 1)
-                if start:
-                    self.tiles.seal(start, len(self.ts), self.values, self.valid)
+        if self.tile_us and ts > self._open_end:
+            self._new_tile(ts)
         self.ts.append(ts)
         for c, v in values:
             tokens = self.items.get(c)

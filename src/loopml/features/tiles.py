@@ -30,6 +30,8 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = ["TILED_AGGREGATIONS", "Tiles", "tile_length"]
 
 TILED_AGGREGATIONS = frozenset({"sum", "mean", "min", "max", "std"})
@@ -41,6 +43,7 @@ TILES_PER_WINDOW = 48            # a window of the widest tiled aggregate spans 
 MIN_TILED_WINDOW_US = 6 * 3600 * _S  # shorter windows hold too few events for tiles to pay
 MIN_TILE_EVENTS = 8              # sparser tiles are not sealed: reading their few events raw is as fast
 MIN_WINDOW_EVENTS = 128          # tiles are read only for windows of at least this many events
+_NUMPY_FROM = 48                 # tiles of this many values or more are sealed with numpy
 
 
 def tile_length(windows_us: Iterable[int]) -> int:
@@ -83,7 +86,12 @@ class Tiles:
             seg = vals[a:b]
             if n != b - a:
                 seg = [v for v in seg if v == v]  # noqa: PLR0124 -- drops NaN (missing)
-            if n:
+            if n >= _NUMPY_FROM:  # min, max and M2 at C speed (the sum stays fsum: reads add tile sums)
+                x = np.frombuffer(seg if isinstance(seg, array) else array("d", seg))
+                s = math.fsum(seg)
+                d = x - s / n
+                stats = (n, s, float(x.min()), float(x.max()), float(np.dot(d, d)))
+            elif n:
                 s = math.fsum(seg)
                 mean = s / n
                 stats = (n, s, min(seg), max(seg), math.fsum([(v - mean) ** 2 for v in seg]))
