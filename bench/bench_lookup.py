@@ -31,7 +31,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from _revisions import worktree  # bench/ is on sys.path when a script here runs

@@ -60,8 +60,14 @@ def main() -> int:
     os.sched_setaffinity(0, {cpu})
     sys.path.insert(0, str(ROOT / "examples" / "flights"))
     from loopml import load_project
-    from loopml.events import EventBatch, JsonLinesTail, RedisStreamConsumer, RedisStreamProducer, append_jsonl
-    from loopml.events import events_from_log
+    from loopml.events import (
+        EventBatch,
+        JsonLinesTail,
+        RedisStreamConsumer,
+        RedisStreamProducer,
+        append_jsonl,
+        events_from_log,
+    )
     from loopml.features import OnlineExecutor, SQLiteOnlineStore
     from loopml.features.offline import records
     from loopml.timeutil import from_us, parse_time

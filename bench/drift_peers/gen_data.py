@@ -14,7 +14,9 @@ Drift injected (known ground truth):
   cat_01 (14 levels) : 3 percentage points moved from most- to least-frequent level
 Everything else: same generating distribution.
 """
-import json, sys
+import json
+import sys
+
 import numpy as np
 
 N = 100_000

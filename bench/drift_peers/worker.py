@@ -6,7 +6,10 @@ Runs in the venv of the tool. Loads ref + current from .npy (not timed), resets
 the peak-RSS high-water mark, runs the tool, reports wall time, peak RSS during
 the tool phase (VmHWM after reset) and RSS before, plus the per-column flags.
 """
-import json, os, sys, time, resource
+import json
+import os
+import sys
+import time
 
 T0 = time.perf_counter()
 TOOL, CUR = sys.argv[1], sys.argv[2]
@@ -80,7 +83,7 @@ def run_scipy(Xr, Cr, Xc, Cc, dfr, dfc):
 
 
 def run_alibi(Xr, Cr, Xc, Cc, dfr, dfc):
-    from alibi_detect.cd import KSDrift, ChiSquareDrift, TabularDrift
+    from alibi_detect.cd import ChiSquareDrift, KSDrift, TabularDrift
     t = {}
     Cr64, Cc64 = Cr.astype(np.int64), Cc.astype(np.int64)
     with Tm(t, "fit"):
@@ -152,7 +155,7 @@ def run_nannyml(Xr, Cr, Xc, Cc, dfr, dfc):
         nalerts[c] = int(alerts.sum())
         if nalerts[c] > 0:
             flags.append(c)
-    return {"alerts_per_col": nalerts, "n_chunks": int(len(data)),
+    return {"alerts_per_col": nalerts, "n_chunks": len(data),
             "flags": {"any_chunk_alert": flags,
                       "majority_chunks": [c for c in ALL if nalerts[c] > len(data) / 2]}}, t
 
@@ -161,7 +164,7 @@ PVALUE_METHODS = ("p_value", "Mann-Whitney", "Epps-Singleton", "t_test", "Fisher
 
 
 def run_evidently(Xr, Cr, Xc, Cc, dfr, dfc):
-    from evidently import Report, Dataset, DataDefinition
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
     t = {}
     with Tm(t, "wrap"):

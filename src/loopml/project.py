@@ -17,7 +17,14 @@ import pandas as pd
 
 from loopml.errors import InvalidConfig, SchemaError
 from loopml.evaluation.gates import Gates
-from loopml.features.definitions import Feature, Label, RequestFeature, Spine, changed_features, definition_hash
+from loopml.features.definitions import (
+    Feature,
+    Label,
+    RequestFeature,
+    Spine,
+    changed_features,
+    definition_hash,
+)
 from loopml.training.calibrate import Calibration
 
 __all__ = ["Project", "load_project"]

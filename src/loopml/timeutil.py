@@ -17,7 +17,7 @@ import pandas as pd
 
 from loopml.errors import BadTimestamp
 
-__all__ = ["EPOCH", "parse_time", "parse_duration", "to_us", "from_us", "duration_us", "utc_series"]
+__all__ = ["EPOCH", "duration_us", "from_us", "parse_duration", "parse_time", "to_us", "utc_series"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -185,13 +185,10 @@ def test_bad_events_are_quarantined_with_the_reason_and_counted_never_coerced(st
         {"event_id": 105, "x": 1.0},                                     # no source
     ]
     with open(path, "w") as f:
-        for e in good[:3]:
-            f.write(json.dumps(e) + "\n")
-        for e in bad_rows:
-            f.write(json.dumps(e) + "\n")
+        f.writelines(json.dumps(e) + "\n" for e in good[:3])
+        f.writelines(json.dumps(e) + "\n" for e in bad_rows)
         f.write("{not json\n")
-        for e in good[3:]:
-            f.write(json.dumps(e) + "\n")
+        f.writelines(json.dumps(e) + "\n" for e in good[3:])
     schema = SourceSchema("s", [Column("x", "float", min=-1000, max=1000), Column("k", "str", allowed=KEYS)])
     tail = JsonLinesTail(OnlineExecutor(FEATURES, store=store_factory()), path, schemas=[schema])
     tail.run()

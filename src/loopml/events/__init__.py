@@ -14,7 +14,7 @@ redeliveries after it never count an event twice.
 """
 
 from loopml.events.checkpoint import Checkpoint, Quarantined
-from loopml.events.ingest import IngestStats, Ingestor
+from loopml.events.ingest import Ingestor, IngestStats
 from loopml.events.log import SYSTEM_COLUMNS, EventLog
 from loopml.events.replay import EventBatch, Replayer
 from loopml.events.stream import RedisStreamConsumer, RedisStreamProducer

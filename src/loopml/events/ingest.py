@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import le
 from datetime import datetime
+from operator import le
 from typing import Any
 
 from loopml.errors import InvalidConfig, NotReady, SchemaError

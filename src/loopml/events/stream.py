@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from loopml.events.checkpoint import Quarantined
-from loopml.events.ingest import IngestStats, Ingestor
+from loopml.events.ingest import Ingestor, IngestStats
 from loopml.events.validate import SourceSchema
 from loopml.events.wire import decode_many, encode
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from loopml.errors import EventLogError
 from loopml.events.checkpoint import Quarantined
-from loopml.events.ingest import IngestStats, Ingestor
+from loopml.events.ingest import Ingestor, IngestStats
 from loopml.events.validate import SourceSchema
 from loopml.events.wire import decode_many, encode
 

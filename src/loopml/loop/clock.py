@@ -55,8 +55,7 @@ class ReplayClock:
         return self._now
 
     def sleep_until(self, t: datetime, stop: threading.Event | None = None) -> None:
-        if t > self._now:
-            self._now = t
+        self._now = max(self._now, t)
 
 
 class WallClock:

@@ -321,7 +321,7 @@ class LoopController:
                 return
             ll_recent = binary_metrics(recent["label"].to_numpy(float), recent["score"].to_numpy(float))["log_loss"]
             ll_before = binary_metrics(before["label"].to_numpy(float), before["score"].to_numpy(float))["log_loss"]
-            details.update(recent_log_loss=ll_recent, previous_log_loss=ll_before, labelled=int(len(recent)))
+            details.update(recent_log_loss=ll_recent, previous_log_loss=ll_before, labelled=len(recent))
             if ll_recent <= ll_before * (1 + pol.performance_threshold):
                 return
         elif pol.trigger == "labels":
@@ -364,7 +364,7 @@ class LoopController:
             self._drift_reference = cached = (version, detector.fit(ref[columns]))
         result = cached[1].test(served[cached[1].columns_])
         return {"drifted": bool(result.drifted), "drifted_features": [str(c) for c in result.drifted_columns],
-                "served_rows": int(len(served)), "champion_version": version}
+                "served_rows": len(served), "champion_version": version}
 
     def _retrain(self, at: datetime, predictor: Predictor) -> None:
         """Train a challenger at ``at``; promote it if it beats the champion on the holdout."""
@@ -388,7 +388,7 @@ class LoopController:
         hold = hold[hold[p.label.name].notna()]
         y = hold[p.label.name].astype(float).to_numpy()
         evidence = {
-            "holdout": [holdout_start.isoformat(), at.isoformat()], "labelled": int(len(y)),
+            "holdout": [holdout_start.isoformat(), at.isoformat()], "labelled": len(y),
             "challenger": binary_metrics(y, challenger.predict_frame(hold)),
             "champion": binary_metrics(y, champion.predict_frame(hold)),
             "challenger_version": mv.version, "champion_version": champion_v, "mode": pol.mode,
@@ -459,7 +459,7 @@ class LoopController:
                 "month": m0.strftime("%Y-%m"),
                 "model_version": int(versions.index[0]) if len(versions) else None,
                 "model_versions": sorted(int(v) for v in versions.index),
-                "predictions": int(len(served)), "labelled": int(len(part)),
+                "predictions": len(served), "labelled": len(part),
                 "log_loss": mm["log_loss"], "auc": mm["auc"], "brier": mm["brier"],
                 "baseline_log_loss": base["log_loss"], "baseline_rate": prior,
             })

@@ -17,7 +17,6 @@ import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
-
 from loopml.events.log import EventLog, arrow_table, duckdb_connect
 from loopml.events.replay import EventBatch
 from loopml.timeutil import to_us

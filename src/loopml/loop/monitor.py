@@ -89,7 +89,7 @@ def monitor_window(project: Project, log: EventLog, registry: Registry, plog: Pr
         Alert("prediction_drift_ks", open_above=0.1, close_below=0.05, min_samples=1000),
         Alert("estimated_log_loss_increase", open_above=0.05, close_below=0.02, min_samples=1000),
     ])
-    n = int(len(served))
+    n = len(served)
     at = end.isoformat()
     events = {
         "feature_drift_columns": book.update("feature_drift_columns", float(len(drift["drifted_columns"])), n=n, at=at),
@@ -105,7 +105,7 @@ def monitor_window(project: Project, log: EventLog, registry: Registry, plog: Pr
         "window": [start.isoformat(), end.isoformat()], "model_version": mv.version, "predictions": n,
         "reference_window": [mv.train_from, mv.train_to],
         "feature_drift": drift, "prediction_drift": scores,
-        "estimated_performance": estimate, "realised_performance": realised, "labelled": int(len(lab)),
+        "estimated_performance": estimate, "realised_performance": realised, "labelled": len(lab),
         "median_label_delay_minutes": float(delay.median().total_seconds() / 60) if delay is not None else None,
         "data_quality": quality,
         "alerts": {"open": book.open_alerts(), "events": {k: v for k, v in events.items() if v}},

@@ -44,7 +44,7 @@ DEFAULT_MIN_EFFECT = 0.02  # default min_wasserstein (sd units) and min_jensen_s
 
 _FORMAT = "loopml.drift/1"
 _Reference = NumericReference | CategoricalReference
-_REFERENCE_TYPES: dict[str, type[NumericReference] | type[CategoricalReference]] = {
+_REFERENCE_TYPES: dict[str, type[NumericReference | CategoricalReference]] = {
     "numeric": NumericReference,
     "categorical": CategoricalReference,
 }

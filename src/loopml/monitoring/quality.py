@@ -107,7 +107,7 @@ class DataQuality:
                 profiles[c] = ColumnProfile(c, "categorical", miss,
                                             categories=frozenset(str(v) for v in pd.unique(s.dropna())))
         self.reference_ = profiles
-        self.n_reference_ = int(len(reference))
+        self.n_reference_ = len(reference)
         return self
 
     def check(self, frame: pd.DataFrame) -> dict[str, Any]:
@@ -129,7 +129,7 @@ class DataQuality:
                                        "got": str(frame[name].dtype),
                                        "message": f"column {name!r} is not in the reference "
                                                   f"(known: {sorted(self.reference_)})"})
-        return {"rows": int(len(frame)), "columns": columns, "schema_violations": violations,
+        return {"rows": len(frame), "columns": columns, "schema_violations": violations,
                 "passed": not violations}
 
     def _column(self, prof: ColumnProfile, s: pd.Series, violations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def feature_staleness(served: pd.DataFrame, events: Mapping[str, pd.DataFrame],
         con.unregister("l")
         con.unregister("r")
         known = ages[~np.isnan(ages)]
-        stats = {"rows": int(len(ages)), "no_event_rate": float(np.isnan(ages).mean()) if len(ages) else 0.0,
+        stats = {"rows": len(ages), "no_event_rate": float(np.isnan(ages).mean()) if len(ages) else 0.0,
                  "median_seconds": float(np.median(known)) if len(known) else None,
                  "p95_seconds": float(np.quantile(known, 0.95)) if len(known) else None,
                  "max_seconds": float(known.max()) if len(known) else None}
