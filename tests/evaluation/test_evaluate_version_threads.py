@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from loopml.datasets.build import build_dataset
+from loopml.evaluation.behaviour import run_behaviour_tests
 from loopml.loop.assess import _explanations, evaluate_version, prefetch_window
 from loopml.loop.jobs import train_and_register
 from loopml.registry import ArtifactStore, Registry
@@ -34,6 +35,8 @@ def test_evaluate_version_explanations_and_scores_equal_the_serial_single_thread
     assert np.array_equal(model._onnx.predict(X), one_call)
     serial = _explanations(model, rows.sample(200, random_state=0))
     assert doc["explanations"] == serial
+    # the behavioural tests ran in a thread beside the robustness probes, with the window's scores
+    assert doc["behaviour"] == run_behaviour_tests(model, rows, flights_project.behaviour)
     assert doc["n"] == len(rows)
 
 

@@ -122,7 +122,6 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     y = rows[label].astype(float).to_numpy()
     p = rows["score"].to_numpy(float)
     shap = background.submit(_explanations, model, _shap_sample(rows))
-    background.shutdown(wait=False)
     lap("features_and_scoring")
 
     train = training_window.result()
@@ -162,9 +161,13 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
 
     lap("slices")
     splits = _split_points(model, registry, mv.info)
-    behaviour = run_behaviour_tests(model, rows, project.behaviour, scores=p, split_points=splits) \
-        if project.behaviour else []
+    # the behavioural tests in a thread beside the robustness probes: both mostly wait on ONNX Runtime
+    # (no GIL), each on its own rows, so the two use both cores and give what they give one after the other
+    behaviour_tests = background.submit(run_behaviour_tests, model, rows.copy(), project.behaviour, scores=p,
+                                        split_points=splits) if project.behaviour else None
+    background.shutdown(wait=False)
     robustness = _robustness(project, model, rows, y, p, splits)
+    behaviour = behaviour_tests.result() if behaviour_tests is not None else []
     lap("behaviour_and_robustness")
     categorical = [c for c in project.categorical if c in model.features]
     leakage = leakage_report(rows, y, model.features, train_window=(mv.train_from, mv.train_to),
