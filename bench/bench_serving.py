@@ -39,7 +39,8 @@ and the median over rounds of the per-round ratios loopml/peer. Also measured in
 fresh processes: the model's own one-row ``Booster.predict`` (native, one thread), loopml's ONNX
 one-row ``GBMModel.predict_rows`` and the in-process ``Predictor.predict_many`` of one raw request
 (validation, online feature lookup, ONNX scoring, durable prediction log in a scratch folder; without
-the log also with the model scored natively, through LightGBM's one-row C API), pinned
+the log also with the model scored natively, through LightGBM's one-row C API; with ``--before``, the
+before code's Predictor too, as ``before_*``, each round alternating which goes first), pinned
 to one CPU (``--pin``), each after a warm-up: wall p50/p99/p99.9, and the calling thread's CPU time per
 call (p50/p99: without the time the scheduler gave to other processes, which on a shared machine is
 most of a wall-clock p99).
@@ -664,6 +665,11 @@ def report(rounds: list[dict], floors: list[dict], concs: list[int]) -> dict:
         print(f"  {k:30s} p50 {s['p50_us']:7.1f}  p99 {s['p99_us']:7.1f}  p99.9 {s['p999_us']:7.1f}  "
               f"CPU/call {s['cpu_us_per_call']:7.1f}  thread CPU p50 {s['thread_cpu_p50_us']:6.1f} "
               f"p99 {s['thread_cpu_p99_us']:6.1f}")
+    for k in [k for k in floors[0] if f"before_{k}" in floors[0]]:
+        ratio = {m: median([f[k][m] / f[f"before_{k}"][m] for f in floors]) for m in ("p50_us", "p99_us", "thread_cpu_p99_us")}
+        summary.setdefault("inprocess_vs_before", {})[k] = ratio
+        print(f"  {k} / before_{k}: p50 {ratio['p50_us']:.2f}x  p99 {ratio['p99_us']:.2f}x  thread CPU p99 "
+              f"{ratio['thread_cpu_p99_us']:.2f}x (median of per-round ratios)")
     c = concs[-1]
     for floor_name in [n for n in ("asgi_const", "asgi_const_std") if n in names]:
         for subject in [n for n in names if n.startswith("loopml")]:
@@ -728,12 +734,20 @@ def main() -> None:
     print(f"flight {info['request']}; model v{info['model_version']} ({info['backend']}); "
           f"score {info['expected']:.6f}; {len(info['features'])} features; servers {list(srv)}", flush=True)
     rounds, floors = [], []
-    for k in range(a.rounds):
-        env = dict(os.environ, OMP_NUM_THREADS="1", **srv["loopml"].get("env", {}))
-        pin = ["taskset", "-c", str(a.pin)] if a.pin >= 0 and shutil.which("taskset") else []
+    pin = ["taskset", "-c", str(a.pin)] if a.pin >= 0 and shutil.which("taskset") else []
+
+    def floors_of(name: str) -> dict:
+        env = dict(os.environ, OMP_NUM_THREADS="1", **srv[name].get("env", {}))
         out = subprocess.run([*pin, str(LOOPML_PY), __file__, "--inprocess", "--n", str(a.n)], capture_output=True,
                              text=True, env=env, check=True)
-        floors.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    for k in range(a.rounds):
+        # with --before, the before code's Predictor is timed too (fresh processes, order alternating by round)
+        names = ["loopml", "loopml_before"] if "loopml_before" in srv else ["loopml"]
+        got = {n: floors_of(n) for n in (names if k % 2 == 0 else names[::-1])}
+        floors.append(got["loopml"] | {f"before_{key}": v for key, v in got.get("loopml_before", {}).items()
+                                       if key.startswith("predictor_")})
         rounds.append(run_round(k, srv, info, a.concurrency, a.duration))
     doc = {"commit": a.after or git_commit(), "before": a.before, "info": info, "rounds": rounds, "floors": floors, "args": vars(a),
            "mlserver_batching": BATCH, "loopml_batch_window_ms": LOOPML_BATCH_MS}
