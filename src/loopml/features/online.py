@@ -49,6 +49,8 @@ from loopml.timeutil import duration_us, from_us, to_us
 
 __all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at"]
 
+_NOT_KNOWN = -(1 << 63)  # an open tile's end below every available time: where it ends is not known yet
+
 Key = tuple[Any, ...]
 
 
@@ -97,7 +99,7 @@ class GroupState:
     tiles: Tiles = field(default_factory=Tiles)                      # sealed tiles' per-column aggregates
     # where the open (newest) tile starts (event index) and ends (time); -1: not known yet, see _new_tile
     _open_start: int = field(default=-1, compare=False, repr=False)
-    _open_end: int = field(default=-1, compare=False, repr=False)
+    _open_end: int = field(default=_NOT_KNOWN, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         cols = sorted(self.values)
@@ -142,7 +144,7 @@ class GroupState:
         if tile_us == self.tile_us:
             return
         self.tile_us, self.tiles = tile_us, Tiles()
-        self._open_start = self._open_end = -1
+        self._open_start, self._open_end = -1, _NOT_KNOWN
         if not tile_us or not self.ts:
             return
         starts, prev = [], None  # where each tile's run of events starts
@@ -169,7 +171,7 @@ class GroupState:
             self.valid[c] = array("q", (v - base for v in a[cut:]))
         if self.tile_us:
             self.tiles.drop_before(cut)
-            self._open_start = self._open_end = -1
+            self._open_start, self._open_end = -1, _NOT_KNOWN
 
     def _new_tile(self, ts: int) -> None:
         """``ts`` lies past the open tile (or where that is is not known): seal the open tile, open ``ts``'s."""

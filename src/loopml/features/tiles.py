@@ -17,9 +17,11 @@ flight every few hours costs nothing to ingest or store for tiles it would not b
 
 Agreement with the raw computation: count, min and max are exact; sum and mean are the correctly
 rounded sum (``fsum``) of the tiles' rounded sums and the edge values -- identical whenever the
-values' partial sums are exact (integer-valued columns, counts of 0/1 flags: every flights feature)
-and otherwise within a few ulps; std merges the tiles' (n, mean, M2) as Chan, Golub and LeVeque's
-pairwise update does, which is as stable as the two-pass formula on raw values.
+values' partial sums are exact (integer-valued columns, counts of 0/1 flags: every flights feature),
+otherwise within the rounding of the tile sums (relative error ~1e-15; more where tiles cancel);
+std merges the tiles' (n, mean, M2) as Chan, Golub and LeVeque's pairwise update does, with the
+cross term that the rounding of each tile's mean leaves, so a large mean with a small spread keeps
+its precision. A tile whose values overflow a float sum is not sealed (its reads fail as raw ones do).
 """
 
 from __future__ import annotations
@@ -65,39 +67,32 @@ class Tiles:
     sum: dict[str, array] = field(default_factory=dict)
     min: dict[str, array] = field(default_factory=dict)
     max: dict[str, array] = field(default_factory=dict)
-    m2: dict[str, array] = field(default_factory=dict)
+    m2: dict[str, array] = field(default_factory=dict)     # sum of (v - m)^2, m = sum / n as rounded
+    r: dict[str, array] = field(default_factory=dict)      # sum of (v - m): what rounding m left over
 
     @property
     def count(self) -> int:
         return len(self.start)
 
     def stats(self) -> tuple[dict[str, array], ...]:
-        return self.n, self.sum, self.min, self.max, self.m2
+        return self.n, self.sum, self.min, self.max, self.m2, self.r
 
     def seal(self, a: int, b: int, values: dict[str, array], valid: dict[str, array]) -> None:
-        """Seal the tile of events ``a:b`` (after every tile sealed so far) if it holds enough events."""
+        """Seal the tile of events ``a:b`` (after every tile sealed so far) if it holds enough events.
+
+        A tile whose values cannot be summed (an overflow) stays raw: a read of its window then fails
+        exactly as the raw read does, and ingestion goes on.
+        """
         if b - a < MIN_TILE_EVENTS:
+            return
+        try:
+            stats = [(c, _tile_stats(vals, valid[c], a, b)) for c, vals in values.items()]
+        except (ValueError, OverflowError):  # fsum of +inf and -inf, or past the largest float
             return
         self.start.append(a)
         self.end.append(b)
-        for c, vals in values.items():
-            cnt = valid[c]
-            n = cnt[b - 1] - (cnt[a - 1] if a else 0)
-            seg = vals[a:b]
-            if n != b - a:
-                seg = [v for v in seg if v == v]  # noqa: PLR0124 -- drops NaN (missing)
-            if n >= _NUMPY_FROM:  # min, max and M2 at C speed (the sum stays fsum: reads add tile sums)
-                x = np.frombuffer(seg if isinstance(seg, array) else array("d", seg))
-                s = math.fsum(seg)
-                d = x - s / n
-                stats = (n, s, float(x.min()), float(x.max()), float(np.dot(d, d)))
-            elif n:
-                s = math.fsum(seg)
-                mean = s / n
-                stats = (n, s, min(seg), max(seg), math.fsum([(v - mean) ** 2 for v in seg]))
-            else:
-                stats = (0, 0.0, math.inf, -math.inf, 0.0)
-            for store, v in zip(self.stats(), stats, strict=True):
+        for c, row in stats:
+            for store, v in zip(self.stats(), row, strict=True):
                 store.setdefault(c, array("q" if store is self.n else "d")).append(v)
 
     def drop_before(self, cut: int) -> None:
@@ -153,6 +148,28 @@ class Tiles:
         return tiles
 
 
+def _tile_stats(vals: array, cnt: array, a: int, b: int) -> tuple[int, float, float, float, float, float]:
+    """(n, sum, min, max, M2, r) of the non-missing values of ``vals[a:b]`` (``cnt``: running count of them)."""
+    n = cnt[b - 1] - (cnt[a - 1] if a else 0)
+    if not n:
+        return 0, 0.0, math.inf, -math.inf, 0.0, 0.0
+    seg = vals[a:b]
+    if n != b - a:
+        seg = array("d", [v for v in seg if v == v])  # noqa: PLR0124 -- drops NaN (missing)
+    s = math.fsum(seg)
+    m = s / n
+    if n >= _NUMPY_FROM:  # deviations at C speed; sums by fsum, so the bytes do not depend on BLAS or SIMD
+        x = np.frombuffer(seg)
+        d = x - m
+        lo, hi, m2, r = float(x.min()), float(x.max()), math.fsum((d * d).tolist()), math.fsum(d.tolist())
+    else:
+        d = [v - m for v in seg]
+        lo, hi, m2, r = min(seg), max(seg), math.fsum([e * e for e in d]), math.fsum(d)
+    if not (math.isfinite(m2) and math.isfinite(r)):  # the raw read's (v - mean) ** 2 overflows too
+        raise OverflowError("tile deviations overflow a float")
+    return n, s, lo, hi, m2, r
+
+
 def merged(tiles: Tiles, j0: int, j1: int, column: str, edge: list[float], n: int, agg: str) -> float | None:
     """``agg`` of tiles ``j0:j1`` of ``column`` and the (non-missing) ``edge`` values; ``n`` values in all (> 0)."""
     if agg == "min":
@@ -168,9 +185,13 @@ def merged(tiles: Tiles, j0: int, j1: int, column: str, edge: list[float], n: in
         return mean
     if n < 2:
         return None
-    # Chan et al.: M2 of a union = sum of the parts' M2 + n_part * (mean_part - mean)^2
-    counts, m2 = tiles.n[column][j0:j1], tiles.m2[column][j0:j1]
-    parts = [q + k * (s / k - mean) ** 2 for k, s, q in zip(counts, sums, m2, strict=True) if k]
+    # Chan et al.: the M2 of a union is the parts' M2 about their own means m plus, per part,
+    # k (m - mean)^2 + 2 (m - mean) r, where r = sum(v - m) is what rounding m left over (0 exactly)
+    counts, m2, rest = tiles.n[column][j0:j1], tiles.m2[column][j0:j1], tiles.r[column][j0:j1]
+    parts = []
+    for k, s, q, r in zip(counts, sums, m2, rest, strict=True):
+        if k:
+            dm = s / k - mean
+            parts += (q, k * dm * dm, 2.0 * dm * r)
     parts += [(v - mean) ** 2 for v in edge]
-    return math.sqrt(math.fsum(parts) / (n - 1))
-
+    return math.sqrt(max(math.fsum(parts), 0.0) / (n - 1))
