@@ -1,5 +1,5 @@
 """evaluate_version's threaded steps (SHAP beside the bootstrap, ONNX batches cut across threads, the prefetched
-window, the baselines' window built while ONNX scores, the report's plots drawn during the bootstrap) change nothing."""
+window, the behavioural tests beside the robustness probes, the report's plots drawn during the bootstrap) change nothing."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def test_a_prefetched_window_and_the_plots_drawn_during_the_bootstrap_change_no_
     window = prefetch_window(flights_project, flights_ws.log, start, end)
     fast = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50,
                             prefetched=window, before_intervals=before_intervals)
+    assert window.used  # another EventLog object of the same folder (a Workspace makes one per access)
     for doc in (plain, fast):
         doc.pop("timings"), doc.pop("cpu_timings")
     assert fast == plain and list(fast) == list(plain)
@@ -69,4 +70,4 @@ def test_a_prefetched_window_and_the_plots_drawn_during_the_bootstrap_change_no_
     # a prefetch for another window is not used
     other = prefetch_window(flights_project, flights_ws.log, start, parse_time("2013-03-08"))
     again = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50, prefetched=other)
-    assert again["n"] == plain["n"]
+    assert again["n"] == plain["n"] and not other.used

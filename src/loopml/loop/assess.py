@@ -51,7 +51,8 @@ class WindowPrefetch:
     """The point-in-time dataset :func:`evaluate_version` scores, being built in a thread (see :func:`prefetch_window`)."""
 
     def __init__(self, project: Project, log: EventLog, start: datetime, end: datetime) -> None:
-        self.key = (id(project), id(log), start, end)
+        self.key = self._key(project, log, start, end)
+        self.used = False
         pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-prefetch")
         self.future: Future[pd.DataFrame] = pool.submit(
             build_dataset, log, project, start - timedelta(days=CALIBRATION_DAYS), end)
@@ -59,7 +60,15 @@ class WindowPrefetch:
 
     def result(self, project: Project, log: EventLog, start: datetime, end: datetime) -> pd.DataFrame | None:
         """The dataset, if it was prefetched for these arguments (else None: build it afresh)."""
-        return self.future.result() if self.key == (id(project), id(log), start, end) else None
+        if self._key(project, log, start, end) != self.key:
+            return None
+        self.used = True
+        return self.future.result()
+
+    @staticmethod
+    def _key(project: Project, log: EventLog, start: datetime, end: datetime) -> tuple[Any, ...]:
+        # the log by its folder: a Workspace hands out a new EventLog object on every access
+        return id(project), str(getattr(log, "root", id(log))), start, end
 
 
 def prefetch_window(project: Project, log: EventLog, start: datetime, end: datetime) -> WindowPrefetch:
