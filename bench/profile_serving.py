@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_serving as bs  # noqa: E402
+import bench_serving as bs
 
 PORT = 18721
 

@@ -38,7 +38,7 @@ def test_batched_scores_equal_unbatched_and_batches_form(flights_project, served
     batched_app = create_app(predictor, batch_window_ms=10, batch_max_rows=16)
     batched = asyncio.run(_fire(batched_app, rows))
     assert all(r.status_code == 200 for r in alone + batched), [r.text for r in alone + batched if r.status_code != 200]
-    score = lambda r: r.json()["score"] if "score" in r.json() else r.json()["outputs"][0]["data"][0]  # noqa: E731
+    score = lambda r: r.json()["score"] if "score" in r.json() else r.json()["outputs"][0]["data"][0]
     assert [score(r) for r in batched] == [score(r) for r in alone]  # exactly equal, not approximately
     assert [r.json()["request_id"] for r in batched[:24]] == [f"p{i}" for i in range(24)]
     assert [r.json()["features"] for r in batched[:24]] == [r.json()["features"] for r in alone[:24]]
@@ -71,7 +71,7 @@ def test_window_zero_batches_what_arrived_together_with_the_same_scores(flights_
     predictor = build_predictor(flights_project, served_ws)
     together = asyncio.run(_fire(create_app(predictor, batch_window_ms=0), rows))
     assert all(r.status_code == 200 for r in alone + together)
-    score = lambda r: r.json()["score"] if "score" in r.json() else r.json()["outputs"][0]["data"][0]  # noqa: E731
+    score = lambda r: r.json()["score"] if "score" in r.json() else r.json()["outputs"][0]["data"][0]
     assert [score(r) for r in together] == [score(r) for r in alone]
     sizes = predictor.metrics.batch_size.collect()[0].samples
     count = next(s.value for s in sizes if s.name.endswith("_count"))

@@ -18,7 +18,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         return {"n": 0, "log_loss": float("nan"), "auc": float("nan"), "brier": float("nan"), "positive_rate": float("nan")}
     both = len(np.unique(y)) == 2
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "auc": float(roc_auc_score(y, p)) if both else float("nan"),
         "brier": float(brier_score_loss(y, p)),

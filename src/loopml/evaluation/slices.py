@@ -203,7 +203,7 @@ def compare_slices(
                 {
                     "column": col,
                     "value": value,
-                    "n": int(len(idx)),
+                    "n": len(idx),
                     "challenger_log_loss": float(new[idx].mean()),
                     "champion_log_loss": float(old[idx].mean()),
                     "difference": diff,
@@ -232,7 +232,7 @@ def _metrics(
     return {
         "column": col,
         "value": value,
-        "n": int(len(idx)),
+        "n": len(idx),
         "log_loss": float(loss[idx].mean()),
         "auc": _auc(ys, ps) if both else None,
         "brier": float(np.mean((ps - ys) ** 2)),
