@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -145,3 +146,28 @@ def test_sqlite_store_page_cache_is_set_on_every_threads_connection_and_validate
     for bad in (0, -1, 2.5, True):
         with pytest.raises(InvalidConfig, match=rf"cache_mib must be a positive integer.*got {bad!r}"):
             SQLiteOnlineStore(tmp_path / "x.sqlite", cache_mib=bad)
+
+
+def test_get_many_equals_get_per_request_and_reads_the_store_once_per_batch(tmp_path, flights_project, flights_ws):
+    """A batch (as the server's micro-batcher scores it) gets exactly what one get per request gets."""
+    p = flights_project
+    t = parse_time("2013-07-04T12:00:00Z")
+    store, writer = _written_store(tmp_path, p, flights_ws, t)
+    requests = _requests(flights_ws, p, t, n=40)
+    requests[3] = {**requests[3], "tailnum": None}           # a key that is missing
+    requests[5] = {**requests[5], "origin": "XXX"}           # an entity with no state
+    requests.append(dict(requests[0]))                       # the same entity twice in one batch
+    times = [t + (i % 7) * (parse_time("2013-07-04T12:10:00Z") - t) for i in range(len(requests))]
+    for reader in (OnlineExecutor(p.features, store=store), writer):  # through the store, and in memory
+        want = [reader.get(r, when) for r, when in zip(requests, times, strict=True)]
+        assert reader.get_many(requests, times) == want
+        assert reader.get_many(requests, t) == [reader.get(r, t) for r in requests]
+    fresh = OnlineExecutor(p.features, store=store)
+    calls = []
+    real = store.get_many_versioned
+    store.get_many_versioned = lambda pairs: calls.append(len(pairs)) or real(pairs)
+    fresh.get_many(requests, times)
+    assert len(calls) == 1 and calls[0] > len(fresh.groups)  # every entity of the batch in one statement
+    store.get_many_versioned = real
+    with pytest.raises(ValueError, match="one time per request"):
+        fresh.get_many(requests, times[:-1])

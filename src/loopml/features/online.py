@@ -416,11 +416,13 @@ class OnlineExecutor:
             else:
                 fetch.append((gid, key))
         if fetch and self.store is not None:
-            self._read([(gid, encode_key(key)) for gid, key in fetch], states)
+            pairs = [(gid, encode_key(key)) for gid, key in fetch]
+            for (gid, _), st in zip(pairs, self._read(pairs), strict=True):
+                states[gid] = st
         return states
 
-    def _read(self, pairs: list[tuple[str, str]], states: dict[str, GroupState | None]) -> None:
-        """Read ``pairs``' states from the store into ``states``.
+    def _read(self, pairs: list[tuple[str, str]]) -> list[GroupState | None]:
+        """The states of ``pairs`` (group id, key text) in the store, in order (None: no state).
 
         A store that can say "nothing changed since" (SQLite's ``data_version``) is not read again
         until something commits: what was read at a version is kept in ``_fresh`` (while
@@ -432,9 +434,7 @@ class OnlineExecutor:
         if cache and all(p in fresh for p in pairs) and store.version() == self._fresh_version:
             found = [fresh.get(p, _UNREAD) for p in pairs]  # .get: another thread may clear it meanwhile
             if _UNREAD not in found:
-                for p, st in zip(pairs, found, strict=True):
-                    states[p[0]] = st
-                return
+                return found
         if cache:
             version, blobs = store.get_many_versioned(pairs)  # the blobs and the version they were read at
         else:  # nothing is kept, so the version would not be used
@@ -442,11 +442,13 @@ class OnlineExecutor:
         if cache and (version != self._fresh_version or len(fresh) + len(pairs) > self.decode_cache_size):
             fresh.clear()
             self._fresh_version = version
+        out = []
         for pair, blob in zip(pairs, blobs, strict=True):
             st = None if blob is None else self._decoded(pair, blob)
             if cache:
                 fresh[pair] = st
-            states[pair[0]] = st
+            out.append(st)
+        return out
 
     def _decoded(self, pair: tuple[str, str], blob: bytes) -> GroupState:
         """The state stored as ``blob``, decoded once per distinct blob (lookups only read it, never change it)."""
@@ -462,8 +464,42 @@ class OnlineExecutor:
         cache[pair] = (blob, st)
         return st
 
-    def get_many(self, requests: Iterable[Mapping[str, Any]], t: datetime) -> list[dict[str, Any]]:
-        return [self.get(r, t) for r in requests]
+    def get_many(self, requests: Iterable[Mapping[str, Any]], t: datetime | Sequence[datetime],
+                 ) -> list[dict[str, Any]]:
+        """:meth:`get` for many requests, at one time ``t`` or at one time per request.
+
+        The values are those :meth:`get` gives for each request; the store is asked once for every
+        entity not in memory -- one statement, and for SQLite one "has anything changed" check, for
+        the whole batch instead of one per request.
+        """
+        requests = list(requests)
+        times = [t] * len(requests) if isinstance(t, datetime) else list(t)
+        if len(times) != len(requests):
+            raise ValueError(f"get_many needs one time per request; got {len(times)} times for {len(requests)} requests")
+        all_states: list[dict[str, GroupState | None]] = []
+        fetch: dict[tuple[str, str], list[int]] = {}  # (group id, key text) -> the requests that need it
+        for i, request in enumerate(requests):
+            states: dict[str, GroupState | None] = {}
+            for gid, keys in self._plan_groups:
+                key = tuple([request.get(k) for k in keys])
+                if None in key:
+                    states[gid] = None
+                elif (st := self._state[gid].get(key)) is not None:
+                    states[gid] = st
+                elif self.store is not None:
+                    fetch.setdefault((gid, encode_key(key)), []).append(i)
+            all_states.append(states)
+        if fetch:
+            pairs = list(fetch)
+            for pair, st in zip(pairs, self._read(pairs), strict=True):
+                for i in fetch[pair]:
+                    all_states[i][pair[0]] = st
+        out = []
+        for request, when, states in zip(requests, times, all_states, strict=True):
+            t_us = to_us(when)
+            out.append({f.name: _request_feature(f, request) if gid is None else value_at(f, states.get(gid), t_us)
+                        for f, gid, _ in self._plan})
+        return out
 
     def _feature(self, name: str) -> Feature:
         try:

@@ -155,7 +155,7 @@ class Predictor:
         else:
             times = [at or self.prediction_time(r) for r in clean]
         t0 = time.perf_counter()
-        rows = [self.online.get(r, t) for r, t in zip(clean, times, strict=True)]
+        rows = self.online.get_many(clean, times)  # one store read (and change check) for the batch
         if self.metrics is not None and rows:
             self.metrics.lookup.observe((time.perf_counter() - t0) / len(rows))
             self.metrics.batch_size.observe(len(rows))
