@@ -68,6 +68,10 @@ class SchemaError(LoopmlError, ValueError):
     """A source, table or request lacks a declared column or has the wrong type."""
 
 
+class PayloadTooLarge(SchemaError):
+    """A request body (as sent, or once inflated) is larger than the server's limit (HTTP 413)."""
+
+
 class BadTimestamp(SchemaError):
     """A time value could not be parsed as a timestamp."""
 

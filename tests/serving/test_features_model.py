@@ -160,7 +160,7 @@ def test_a_body_streamed_past_the_size_limit_is_refused_without_reading_it_all(f
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", b"application/json")],
              "query_string": b"", "root_path": "", "scheme": "http", "server": ("testserver", 80)}
     asyncio.run(app(scope, receive, send))
-    assert sent[0]["status"] == 422 and b"exceeds the limit of 50000" in sent[1]["body"]
+    assert sent[0]["status"] == 413 and b"exceeds the limit of 50000" in sent[1]["body"]  # as with a Content-Length
     assert len(reads) == 6  # 60,000 bytes read of 1,000,000 sent
 
 

@@ -143,6 +143,42 @@ def test_oversized_body_is_413(client):
     assert r.status_code == 413 and "exceeds" in r.json()["error"]
 
 
+def test_a_405_names_the_allowed_methods(client):
+    c, _ = client
+    r = c.get("/predict")
+    assert r.status_code == 405 and "POST" in r.headers.get("allow", "") and "error" in r.json()
+
+
+def test_a_non_ascii_digit_in_a_length_header_is_a_4xx_not_a_500(client):
+    c, _ = client
+    r = c.post("/v2/models/flights/infer", content=b"{}", headers={
+        "content-type": "application/octet-stream", "inference-header-content-length": "\u00b2".encode("latin-1")})
+    assert 400 <= r.status_code < 500 and "Inference-Header-Content-Length" in r.json()["error"]
+
+
+def test_a_client_that_leaves_mid_body_is_not_counted_as_a_server_error(flights_project, served_ws):
+    import asyncio
+
+    app = create_app(build_predictor(flights_project, served_ws))
+    messages = iter([{"type": "http.request", "body": b'{"carrier": "UA"', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", b"application/json")],
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent == []  # nobody to answer
+    with TestClient(app) as c:
+        text = c.get("/metrics").text
+    assert 'type="InternalError"' not in text and 'status="500"' not in text
+
+
 def test_admin_load_needs_token_and_swaps_verified_version(flights_project, served_ws):
     from loopml.registry import ArtifactStore, Registry
     from loopml.serving.factory import model_loader

@@ -192,3 +192,46 @@ def test_when_durable_calls_back_on_the_loop_after_the_fsync_and_with_the_failur
         return await asyncio.wait_for(done, 10)
 
     assert isinstance(asyncio.run(failed()), PredictionLogError)
+
+
+def test_after_a_failed_fsync_each_caller_gets_an_error_of_its_own(tmp_path, monkeypatch):
+    """Re-raising one stored error would chain every later request's frames onto it: memory that grows."""
+    monkeypatch.setattr(predictionlog.os, "fsync", _SlowDisk(fail=True))
+    log = PredictionLog(tmp_path)
+    errors = []
+    for i in range(20):
+        try:
+            log.log_predictions([_pred(f"r{i}")])
+        except PredictionLogError as exc:
+            errors.append(exc)
+    assert len(errors) == 20 and len({id(e) for e in errors}) == 20
+    depth = [sum(1 for _ in _frames(e.__traceback__)) for e in errors]
+    assert max(depth) <= depth[1] + 1  # the traceback of the 20th is no longer than the 2nd's
+    assert all(str(tmp_path) in str(e) for e in errors)
+
+
+def _frames(tb):
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
+def test_a_failing_durability_callback_does_not_leave_the_others_waiting(tmp_path, disk):
+    log = PredictionLog(tmp_path)
+    got = []
+
+    def broken(failure):
+        raise RuntimeError("a bug in one waiter")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        disk.release.clear()  # hold the fsync back, so both callbacks wait for it
+        t1 = log.append_predictions([_pred("a")])
+        log.when_durable(t1, broken)
+        log.when_durable(t1, lambda failure: (got.append(failure), done.set_result(None)))
+        disk.release.set()
+        await asyncio.wait_for(done, 10)
+
+    asyncio.run(run())
+    assert got == [None]

@@ -36,7 +36,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loopml.errors import LoopmlError, ModelNotFound, ModelRejected, NotReady, PredictionLogError, SchemaError
+from loopml.errors import (
+    LoopmlError,
+    ModelNotFound,
+    ModelRejected,
+    NotReady,
+    PayloadTooLarge,
+    PredictionLogError,
+    SchemaError,
+)
 from loopml.serving import oip
 from loopml.serving.batching import MicroBatcher
 from loopml.serving.hotswap import ChampionWatcher, ModelLoader, ModelSwapper, smoke_test
@@ -53,8 +61,8 @@ class Unauthorized(LoopmlError):
 
 
 STATUS: list[tuple[type[Exception], int]] = [
-    (SchemaError, 422), (ModelNotFound, 404), (Unauthorized, 401), (ModelRejected, 409), (NotReady, 503),
-    (PredictionLogError, 503),
+    (PayloadTooLarge, 413), (SchemaError, 422), (ModelNotFound, 404), (Unauthorized, 401), (ModelRejected, 409),
+    (NotReady, 503), (PredictionLogError, 503),
     (LoopmlError, 400)]
 
 access_log = logging.getLogger("loopml.serving.access")
@@ -149,7 +157,10 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(str(exc.detail), exc.status_code, "HTTPError", getattr(request.state, "request_id", None))
+        response = _error(str(exc.detail), exc.status_code, "HTTPError", getattr(request.state, "request_id", None))
+        if exc.headers:  # e.g. Allow on a 405 (RFC 9110 15.5.6: MUST)
+            response.headers.update(exc.headers)
+        return response
 
     async def _read_body(scope: Scope, receive: Receive) -> bytes:
         chunks, size, more = [], 0, True
@@ -162,7 +173,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
             if chunk:
                 size += len(chunk)
                 if size > max_body_bytes:
-                    raise SchemaError(f"request body of more than {max_body_bytes} bytes exceeds the limit of "
+                    raise PayloadTooLarge(f"request body of more than {max_body_bytes} bytes exceeds the limit of "
                                       f"{max_body_bytes}")
                 chunks.append(chunk)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -420,7 +431,7 @@ class _Observe:
         t0 = time.perf_counter()
         try:
             length = _header(scope, b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
                 self.metrics.errors.labels("PayloadTooLarge").inc()
                 status, headers = 413, _JSON
                 content = _error_body(f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}",
@@ -429,6 +440,9 @@ class _Observe:
                 try:
                     content, headers = await handler(scope, receive, rid)
                     status = 200
+                except ClientDisconnect:  # the client left mid-body: nobody to answer, not a server error
+                    self._done(scope, endpoint, 499, t0)
+                    return
                 except LoopmlError as exc:
                     kind = type(exc).__name__
                     self.metrics.errors.labels(kind).inc()
@@ -471,7 +485,7 @@ class _Observe:
 
         try:
             length = _header(scope, b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
                 self.metrics.errors.labels("PayloadTooLarge").inc()
                 await _error(f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}", 413,
                              "PayloadTooLarge", rid)(scope, receive, send_with_id)

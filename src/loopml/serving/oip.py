@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from loopml.errors import SchemaError
+from loopml.errors import PayloadTooLarge, SchemaError
 
 __all__ = ["HEADER_LENGTH", "binary_outputs", "decode_body", "decode_request", "encode_response",
            "rows_from_feature_inputs", "rows_from_inputs"]
@@ -49,7 +49,7 @@ def decode_body(raw: bytes, encoding: str | None, *, limit: int) -> bytes:
     except zlib.error as exc:
         raise SchemaError(f"request body is not valid {encoding} data: {exc}") from None
     if len(out) > limit:
-        raise SchemaError(f"request body inflates past the limit of {limit} bytes")
+        raise PayloadTooLarge(f"request body inflates past the limit of {limit} bytes")
     return out
 
 
@@ -59,7 +59,7 @@ def decode_request(body: bytes, header_length: str | None) -> dict[str, Any]:
         doc = _parse_json(body)
         _check_inputs(doc)
         return doc
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise SchemaError(f"header Inference-Header-Content-Length must be a byte count of at most the body's "
                           f"{len(body)} bytes; got {header_length!r}")
     n = int(header_length)

@@ -15,6 +15,7 @@ the log with SQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -79,7 +80,7 @@ class PredictionLog:
         data = b"".join(orjson.dumps(r, default=_default, option=_OPTIONS) for r in records)
         with self._lock:
             if self._failure is not None:
-                raise self._failure
+                raise self._failed()
             fh = self._file(kind)
             try:
                 fh.write(data)
@@ -96,6 +97,11 @@ class PredictionLog:
                     self._flusher.start()
                 self._cond.notify_all()
         return ticket
+
+    def _failed(self) -> PredictionLogError:
+        """A new error for each caller: re-raising the stored one would chain every request's frames onto it."""
+        assert self._failure is not None
+        return PredictionLogError(str(self._failure))
 
     def _run(self) -> None:
         """The flusher: fsync everything written so far, wake the writers it covered, repeat."""
@@ -135,7 +141,7 @@ class PredictionLog:
         with self._cond:
             while self._synced < ticket:
                 if self._failure is not None:
-                    raise self._failure
+                    raise self._failed()
                 self._cond.wait()
 
     def durable(self, ticket: int) -> asyncio.Future[None]:
@@ -146,7 +152,7 @@ class PredictionLog:
             if self._synced >= ticket:
                 fut.set_result(None)
             elif self._failure is not None:
-                fut.set_exception(self._failure)
+                fut.set_exception(self._failed())
             else:
                 self._waiters.append((ticket, loop, fut))
         return fut
@@ -160,7 +166,7 @@ class PredictionLog:
             if self._synced < ticket and self._failure is None:
                 self._waiters.append((ticket, loop, callback))
                 return
-            failure = self._failure if self._synced < ticket else None
+            failure = self._failed() if self._synced < ticket else None
         callback(failure)
 
     def append_predictions(self, records: Iterable[Mapping[str, Any]]) -> int:
@@ -282,14 +288,19 @@ def _wake(waiters: list[tuple[int, asyncio.AbstractEventLoop, _Waiter]], failure
 
 def _resolve(waiters: list[_Waiter], failure: BaseException | None) -> None:
     for waiter in waiters:
+        # each waiter gets an error of its own: one shared object would collect every request's traceback
+        error = None if failure is None else PredictionLogError(str(failure))
         if not isinstance(waiter, asyncio.Future):
-            waiter(failure)
+            try:
+                waiter(error)
+            except Exception:  # one broken callback must not leave the other waiters hanging
+                logging.getLogger(__name__).exception("prediction log: a durability callback failed")
         elif waiter.done():  # a client that went away cancelled its wait
             continue
-        elif failure is None:
+        elif error is None:
             waiter.set_result(None)
         else:
-            waiter.set_exception(failure)
+            waiter.set_exception(error)
 
 
 def _default(value: Any) -> Any:
