@@ -60,6 +60,7 @@ def test_a_prefetched_window_and_the_plots_drawn_during_the_bootstrap_change_no_
     fast = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50,
                             prefetched=window, before_intervals=before_intervals)
     assert window.used  # another EventLog object of the same folder (a Workspace makes one per access)
+    assert window.result(flights_project, flights_ws.log, start, end) is None  # single use: never a stale frame
     for doc in (plain, fast):
         doc.pop("timings"), doc.pop("cpu_timings")
     assert fast == plain and list(fast) == list(plain)

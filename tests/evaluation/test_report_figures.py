@@ -66,3 +66,38 @@ def test_an_unused_renderer_is_stopped():
     assert proc is not None and proc.poll() is not None
     assert renderer._proc is None
     json.dumps(_doc())  # the document the child reads is plain JSON
+
+
+@pytest.mark.parametrize("keys", ["int", "numpy"])
+def test_a_document_json_would_change_is_drawn_here(keys):
+    """Integer group keys come back from JSON as text (another plot); numpy keys do not serialise at all."""
+    import numpy as np
+
+    doc = _doc()
+    groups = doc["conformal"]["marginal"]["by_group"]
+    make = int if keys == "int" else np.int64
+    doc["conformal"]["marginal"]["by_group"] = {make(10 + i): v for i, v in enumerate(groups.values())}
+    renderer = FigureRenderer()
+    renderer.submit(doc)
+    assert renderer._proc is None  # not sent to the child
+    assert renderer.result() == evaluation_figures(doc)
+
+
+def test_a_document_larger_than_the_pipe_does_not_block_submit(tmp_path):
+    doc = _doc()
+    doc["slices"]["by_value"] = [{"column": "origin", "value": f"A{i:05d}", "log_loss": 0.5 + i * 1e-6}
+                                 for i in range(3000)]  # ~200 KB of JSON: more than a pipe holds
+    renderer = FigureRenderer()
+    renderer.submit(doc)  # returns at once: a thread writes while the child reads
+    assert renderer.result() == evaluation_figures(doc)
+    renderer.close()
+
+
+def test_a_json_module_in_the_working_directory_does_not_break_the_child(tmp_path, monkeypatch):
+    (tmp_path / "json.py").write_text("raise ImportError('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    renderer = FigureRenderer()
+    renderer.submit(_doc())
+    renderer.result()
+    assert renderer._proc is not None and renderer._proc.returncode == 0  # the child drew them
+    renderer.close()

@@ -59,8 +59,12 @@ class WindowPrefetch:
         pool.shutdown(wait=False)
 
     def result(self, project: Project, log: EventLog, start: datetime, end: datetime) -> pd.DataFrame | None:
-        """The dataset, if it was prefetched for these arguments (else None: build it afresh)."""
-        if self._key(project, log, start, end) != self.key:
+        """The dataset, if it was prefetched for these arguments (else None: build it afresh).
+
+        Single use: the frame is handed over once (the evaluation writes its scores into it), and a
+        second call gets None, so a log that has grown since is read afresh.
+        """
+        if self.used or self._key(project, log, start, end) != self.key:
             return None
         self.used = True
         return self.future.result()
@@ -126,8 +130,9 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
         raise InvalidConfig(f"no labelled rows between {start.isoformat()} and {end.isoformat()}")
     y = rows[label].astype(float).to_numpy()
     p = rows["score"].to_numpy(float)
-    background = ThreadPoolExecutor(2, thread_name_prefix="loopml-evaluate")
+    background = ThreadPoolExecutor(1, thread_name_prefix="loopml-evaluate")
     shap = background.submit(_explanations, model, _shap_sample(rows))
+    background.shutdown(wait=False)  # its thread ends with the task, whatever fails in between
     lap("features_and_scoring")
 
     # baselines fitted on the version's own training window (built after the scoring, not beside it: two
@@ -172,9 +177,10 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     splits = _split_points(model, registry, mv.info)
     # the behavioural tests in a thread beside the robustness probes: both mostly wait on ONNX Runtime
     # (no GIL), each on its own rows, so the two use both cores and give what they give one after the other
-    behaviour_tests = background.submit(run_behaviour_tests, model, rows.copy(), project.behaviour, scores=p,
+    tests_pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-behaviour")
+    behaviour_tests = tests_pool.submit(run_behaviour_tests, model, rows.copy(), project.behaviour, scores=p,
                                         split_points=splits) if project.behaviour else None
-    background.shutdown(wait=False)
+    tests_pool.shutdown(wait=False)
     robustness = _robustness(project, model, rows, y, p, splits)
     behaviour = behaviour_tests.result() if behaviour_tests is not None else []
     lap("behaviour_and_robustness")

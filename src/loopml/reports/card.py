@@ -16,6 +16,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -242,21 +243,37 @@ class FigureRenderer:
         self._out: list[str] | None = None
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                # -P: the working directory is not on the child's path (a json.py there would break it)
+                [sys.executable, "-P", "-c", _CHILD, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL)
         except OSError:
             self._proc = None
 
     def submit(self, doc: Mapping[str, Any]) -> None:
-        """Send the document to the child, which starts drawing; returns at once."""
+        """Send the document to the child, which starts drawing; returns at once.
+
+        Only a document that JSON gives back exactly (string keys, plain scalars) is sent: the child
+        would otherwise draw from other types (an integer group key read back as text, say). Anything
+        else, like a child that cannot be written to, is drawn here by :meth:`result`.
+        """
         self._doc = _figure_inputs(doc)
-        if self._proc is None or self._proc.stdin is None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
             return
-        try:  # one line of JSON (it escapes newlines); the pipe stays open for communicate() to close
-            self._proc.stdin.write(json.dumps(self._doc, default=str).encode() + b"\n")
-            self._proc.stdin.flush()
-        except OSError:
+        if not _json_exact(self._doc):
             self._kill()
+            return
+        payload = json.dumps(self._doc).encode() + b"\n"  # one line: JSON escapes newlines
+        stdin, proc.stdin = proc.stdin, None  # written by the thread below; communicate() must not touch it
+
+        def send() -> None:  # a thread: a payload beyond the pipe's buffer must not block the evaluation
+            try:
+                with stdin:
+                    stdin.write(payload)
+            except OSError:  # the child is gone: result() draws here
+                pass
+
+        threading.Thread(target=send, daemon=True, name="loopml-figures-send").start()
 
     def result(self) -> list[str]:
         """The plots of the submitted document (waits for the child)."""
@@ -280,10 +297,23 @@ class FigureRenderer:
         self._kill()
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
             self._proc.wait()
+            for f in (self._proc.stdin, self._proc.stdout):
+                if f is not None:
+                    f.close()
         self._proc = None
+
+
+def _json_exact(x: Any) -> bool:
+    """Whether ``json.loads(json.dumps(x))`` gives ``x`` back, types included."""
+    if type(x) is dict:
+        return all(type(k) is str and _json_exact(v) for k, v in x.items())
+    if type(x) is list:
+        return all(_json_exact(v) for v in x)
+    return x is None or type(x) in (str, bool, int) or isinstance(x, float)  # numpy.float64 is a float
 
 
 _CHILD = """
