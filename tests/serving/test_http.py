@@ -143,6 +143,16 @@ def test_oversized_body_is_413(client):
     assert r.status_code == 413 and "exceeds" in r.json()["error"]
 
 
+def test_a_client_request_id_is_kept_only_if_it_is_a_plain_id(client):
+    c, _ = client
+    r = c.post("/predict", json=GOOD, headers={"x-request-id": "order-42:retry.1"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == r.json()["request_id"] == "order-42:retry.1"
+    for bad in ("x" * 60_000, "a b", "<script>"):
+        r = c.post("/predict", json=GOOD, headers={"x-request-id": bad})
+        rid = r.json()["request_id"]
+        assert r.status_code == 200 and rid != bad and len(rid) == 32 and r.headers["x-request-id"] == rid
+
+
 def test_a_405_names_the_allowed_methods(client):
     c, _ = client
     r = c.get("/predict")

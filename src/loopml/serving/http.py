@@ -22,6 +22,7 @@ import gc
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -426,7 +427,7 @@ class _Observe:
 
     async def direct_call(self, handler: Handler, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a scoring endpoint: ``handler`` returns the body and its content headers or raises."""
-        rid = _header(scope, b"x-request-id") or new_request_id()
+        rid = _client_request_id(scope) or new_request_id()
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         try:
@@ -464,7 +465,7 @@ class _Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _header(scope, b"x-request-id") or new_request_id()
+        rid = _client_request_id(scope) or new_request_id()
         scope["state"] = {**scope.get("state", {}), "request_id": rid}  # what handlers read as request.state
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
@@ -517,6 +518,19 @@ def _parse_json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise SchemaError(f"request body must be JSON; could not parse it: {exc}") from None
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    """The client's ``x-request-id`` if it is a plain id (letters, digits, ``._:-``, at most 128); else None.
+
+    It is echoed in a header, written to the logs and stored as the prediction's id, which labels join
+    on: anything else gets a server-made id instead.
+    """
+    rid = _header(scope, b"x-request-id")
+    return rid if rid is not None and _REQUEST_ID.fullmatch(rid) else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
