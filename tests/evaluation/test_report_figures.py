@@ -83,13 +83,19 @@ def test_a_document_json_would_change_is_drawn_here(keys):
     assert renderer.result() == evaluation_figures(doc)
 
 
-def test_a_document_larger_than_the_pipe_does_not_block_submit(tmp_path):
+def test_a_document_larger_than_the_pipe_does_not_block_submit(monkeypatch):
+    import threading
+
     doc = _doc()
     doc["slices"]["by_value"] = [{"column": "origin", "value": f"A{i:05d}", "log_loss": 0.5 + i * 1e-6}
                                  for i in range(3000)]  # ~200 KB of JSON: more than a pipe holds
-    renderer = FigureRenderer()
-    renderer.submit(doc)  # returns at once: a thread writes while the child reads
-    assert renderer.result() == evaluation_figures(doc)
+    monkeypatch.setattr("loopml.reports.card._CHILD", "import time; time.sleep(60)")  # a child that never reads
+    renderer = FigureRenderer(timeout=2)
+    submitting = threading.Thread(target=renderer.submit, args=(doc,), daemon=True)
+    submitting.start()
+    submitting.join(20)
+    assert not submitting.is_alive()  # submit returned although nobody reads the pipe
+    assert renderer.result() == evaluation_figures(doc)  # the child timed out: drawn here
     renderer.close()
 
 
