@@ -59,7 +59,7 @@ OUT = ROOT / "bench" / ".out" / "evaluate"
 STATE = ROOT / "bench" / ".out" / "eval-state"
 PY = ROOT / ".venv" / "bin" / "python"
 OLD = "2104489"
-CLI = "from loopml.cli import app; app()"
+CLI = "from loopml.cli import main; main()"  # what the `loopml` command runs
 IGNORED = {"timings", "cpu_timings", "report", "model_card"}  # per-run timings and output paths
 
 
