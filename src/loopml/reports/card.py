@@ -317,11 +317,13 @@ def _json_exact(x: Any) -> bool:
 
 
 _CHILD = """
-import importlib.util, sys
+import importlib.util, os, sys
 spec = importlib.util.spec_from_file_location("_loopml_report_figures", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 module._serve_figures()
+sys.stdout.flush()
+os._exit(0)  # the parent waits for this process to end: skip tearing matplotlib down (~0.06 s)
 """
 
 
