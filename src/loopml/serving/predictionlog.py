@@ -4,7 +4,9 @@ Records are JSON lines appended to segment files (one per writer process and sta
 writes and flushes the lines to the operating system at once (a killed process loses nothing it
 wrote), and a prediction counts as logged only once its lines are fsynced: a background thread
 fsyncs whatever has been written since its last fsync, as soon as it is done with that one, and
-then wakes every writer the fsync covered (group commit). Writers wait for their fsync either by
+then wakes every writer the fsync covered (group commit). The first fsync after a new segment (or
+folder) is created also fsyncs the folder that holds it: without that, a power loss can drop the new
+file's directory entry, and with it predictions already acknowledged. Writers wait for their fsync either by
 blocking (:meth:`PredictionLog.wait`) or, on an event loop, by awaiting (:meth:`PredictionLog.durable`)
 -- so a slow disk delays only the requests waiting for it, never the whole server. Under load one
 fsync covers many requests. A line torn by a crash mid-write is skipped on reading. DuckDB reads
@@ -64,16 +66,24 @@ class PredictionLog:
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._failure: PredictionLogError | None = None  # set once an fsync failed: nothing is durable after it
+        self._new_dirs: set[Path] = set()      # folders with a new entry (segment or folder) not fsynced yet
         self.fsyncs = 0                        # group commits so far (one covers many appends under load)
 
     def _file(self, kind: str) -> Any:
         fh = self._files.get(kind)
         if fh is None:
             folder = self.root / kind
+            missing = folder
+            while not missing.exists():  # each folder mkdir makes is a new entry in its parent
+                self._new_dirs.add(missing.parent)
+                missing = missing.parent
             folder.mkdir(parents=True, exist_ok=True)
             name = f"seg-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
             fh = open(folder / name, "ab")  # noqa: SIM115 - kept open for appends
             self._files[kind] = fh
+            # Fsynced by the flusher with the file's first fsync, before any line in it is acknowledged: not
+            # here, where the writer (on the event loop) holds the lock and would wait for the disk.
+            self._new_dirs.add(folder)
         return fh
 
     def _append(self, kind: str, records: Iterable[Mapping[str, Any]]) -> int:
@@ -98,6 +108,12 @@ class PredictionLog:
                 self._cond.notify_all()
         return ticket
 
+    @property
+    def failure(self) -> str | None:
+        """Why every append fails from now on (an fsync failed: nothing is durable after it); None while healthy."""
+        failure = self._failure
+        return None if failure is None else str(failure)
+
     def _failed(self) -> PredictionLogError:
         """A new error for each caller: re-raising the stored one would chain every request's frames onto it."""
         assert self._failure is not None
@@ -117,9 +133,12 @@ class PredictionLog:
                 target = self._written
             with self._lock:  # every append up to `target` has been written and flushed
                 fds = [fh.fileno() for fh in self._files.values()]
+                dirs, self._new_dirs = self._new_dirs, set()
             try:
                 for fd in fds:
                     os.fsync(fd)
+                for folder in sorted(dirs):
+                    _fsync_dir(folder)
             except OSError as exc:  # a full or failing disk: fail every waiter now, never acknowledge
                 failure = PredictionLogError(f"could not fsync the prediction log under {self.root}: {exc}")
                 with self._cond:
@@ -197,6 +216,9 @@ class PredictionLog:
                 os.fsync(fh.fileno())
                 fh.close()
             self._files.clear()
+            dirs, self._new_dirs = self._new_dirs, set()  # left only if a write to a new segment failed
+            for folder in sorted(dirs):
+                _fsync_dir(folder)
 
     def __enter__(self) -> PredictionLog:
         return self
@@ -301,6 +323,15 @@ def _resolve(waiters: list[_Waiter], failure: BaseException | None) -> None:
             waiter.set_result(None)
         else:
             waiter.set_exception(error)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Fsync ``folder`` itself: the new entries in it (a segment, a subfolder) then survive a power loss."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _default(value: Any) -> Any:
