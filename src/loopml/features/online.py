@@ -47,9 +47,10 @@ from loopml.features.sketches import distinct_estimate, quantile_estimate, token
 from loopml.features.tiles import TILED_AGGREGATIONS, Tiles, merged, tile_length
 from loopml.timeutil import duration_us, from_us, to_us
 
-__all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at"]
+__all__ = ["GroupState", "OnlineExecutor", "group_id", "value_at", "value_span"]
 
 _NOT_KNOWN = -(1 << 63)  # an open tile's end below every available time: where it ends is not known yet
+_EARLIEST, _LATEST = -(1 << 63), 1 << 63  # time bounds of a span that is open on that side
 
 Key = tuple[Any, ...]
 
@@ -100,6 +101,10 @@ class GroupState:
     # where the open (newest) tile starts (event index) and ends (time); -1: not known yet, see _new_tile
     _open_start: int = field(default=-1, compare=False, repr=False)
     _open_end: int = field(default=_NOT_KNOWN, compare=False, repr=False)
+    # A state read from a store for lookups is never changed (ingestion decodes its own copy), so the
+    # values a lookup computed from it can be kept with the span of times they hold for: see
+    # OnlineExecutor._group_values. None on every state that ingestion may change.
+    _memo: list[Any] | None = field(default=None, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         cols = sorted(self.values)
@@ -264,6 +269,16 @@ class OnlineExecutor:
                       for f in self.features]
         self._plan_of = {p[0].name: p for p in self._plan}
         self._plan_groups = _groups_of(self._plan)
+        # per group, its features in plan order; the plan as (feature, group id, position in its group's
+        # list, whether the value is a list a caller could change)
+        self._group_feats: dict[str, list[Feature]] = defaultdict(list)
+        self._plan_pos = []
+        for f, gid, _ in self._plan:
+            if gid is not None:
+                self._group_feats[gid].append(f)
+            pos = len(self._group_feats[gid]) - 1 if gid is not None else -1
+            self._plan_pos.append((f, gid, pos, isinstance(f, Aggregate) and f.agg == "last_k"))
+        self._absent = {gid: [value_at(f, None, 0) for f in fs] for gid, fs in self._group_feats.items()}
         self._decode_cache: dict[tuple[str, str], tuple[bytes, GroupState]] = {}
         self._fresh: dict[tuple[str, str], GroupState | None] = {}  # what the store held at _fresh_version
         self._fresh_version: Any = None
@@ -453,11 +468,12 @@ class OnlineExecutor:
     def _decoded(self, pair: tuple[str, str], blob: bytes) -> GroupState:
         """The state stored as ``blob``, decoded once per distinct blob (lookups only read it, never change it)."""
         if self.decode_cache_size <= 0:
-            return GroupState.from_bytes(blob)
+            return GroupState.from_bytes(blob)  # used once: nothing worth keeping with it
         hit = self._decode_cache.get(pair)
         if hit is not None and hit[0] == blob:  # unchanged since the last read: a memcmp, not a parse
             return hit[1]
         st = GroupState.from_bytes(blob)
+        st._memo = _NO_MEMO  # read-only from here on: lookups may keep the values they computed from it
         cache = self._decode_cache
         if len(cache) >= self.decode_cache_size and pair not in cache:
             del cache[next(iter(cache))]  # oldest entry first: bounded memory
@@ -495,11 +511,43 @@ class OnlineExecutor:
                 for i in fetch[pair]:
                     all_states[i][pair[0]] = st
         out = []
+        absent, group_values, feats = self._absent, self._group_values, self._group_feats
         for request, when, states in zip(requests, times, all_states, strict=True):
             t_us = to_us(when)
-            out.append({f.name: _request_feature(f, request) if gid is None else value_at(f, states.get(gid), t_us)
-                        for f, gid, _ in self._plan})
+            values = {}
+            for gid, _ in self._plan_groups:
+                st = states.get(gid)
+                if st is None:
+                    values[gid] = absent[gid]
+                elif st._memo is not None:  # read from the store: its values may be kept
+                    values[gid] = group_values(gid, st, t_us)
+                else:
+                    values[gid] = [value_at(f, st, t_us) for f in feats[gid]]
+            out.append({f.name: _request_feature(f, request) if gid is None
+                        else (values[gid][pos].copy() if is_list and values[gid][pos] is not None else values[gid][pos])
+                        for f, gid, pos, is_list in self._plan_pos})
         return out
+
+    def _group_values(self, gid: str, st: GroupState, t_us: int) -> list[Any]:
+        """The values of group ``gid``'s features from read-only state ``st`` at ``t_us``, in plan order.
+
+        Each feature's value is the same at every time of its :func:`value_span`; the group's values are
+        kept on the state with the intersection of those spans, so a later lookup of the same state at a
+        time inside it (most lookups of a busy entity near "now") reuses them: exact, not approximate.
+        """
+        memo = st._memo
+        if memo and memo[0] <= t_us < memo[1]:
+            return memo[2]
+        lo, hi, values = _EARLIEST, _LATEST, []
+        for f in self._group_feats[gid]:
+            values.append(value_at(f, st, t_us))
+            a, b = value_span(f, st, t_us)
+            if a > lo:
+                lo = a
+            if b < hi:
+                hi = b
+        st._memo = [lo, hi, values]
+        return values
 
     def _feature(self, name: str) -> Feature:
         try:
@@ -509,6 +557,7 @@ class OnlineExecutor:
 
 
 _UNREAD: Any = object()
+_NO_MEMO: list[Any] = []  # a read-only state's memo before its first lookup (empty: never matches)
 
 
 def _groups_of(plan: list[tuple[Feature, str | None, tuple[str, ...]]]) -> list[tuple[str, tuple[str, ...]]]:
@@ -576,4 +625,35 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
             return None
         mean = math.fsum(vals) / n
         return math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
+    raise TypeError(f"not a stored feature: {f!r}")
+
+
+def value_span(f: Feature, st: GroupState | None, t_us: int) -> tuple[int, int]:
+    """The times ``[lo, hi)`` around ``t_us`` at which ``value_at(f, st, .)`` gives what it gives at ``t_us``.
+
+    ``value_at`` reads a window aggregate from the events in ``(t - window, t]`` only -- which events,
+    not where ``t`` falls between them -- so its value holds until an event enters or leaves the window;
+    a latest value holds until it becomes available, or too old (``max_age``). Open sides are
+    ``-2**63`` and ``2**63``.
+    """
+    if st is None:
+        return _EARLIEST, _LATEST
+    if isinstance(f, Latest):
+        entry = st.latest.get(f.column)
+        if entry is None:
+            return _EARLIEST, _LATEST
+        avail = entry[0]
+        if t_us < avail:
+            return _EARLIEST, avail
+        if f.max_age is None:
+            return avail, _LATEST
+        edge = entry[1] + duration_us(f.max_age)  # the value is served while t <= edge
+        return (avail, edge + 1) if t_us <= edge else (max(avail, edge + 1), _LATEST)
+    if isinstance(f, Aggregate):
+        ts, window = st.ts, duration_us(f.window)
+        hi = bisect.bisect_right(ts, t_us)
+        lo = bisect.bisect_right(ts, t_us - window, 0, hi)
+        start = max(ts[hi - 1] if hi else _EARLIEST, ts[lo - 1] + window if lo else _EARLIEST)
+        end = min(ts[hi] if hi < len(ts) else _LATEST, ts[lo] + window if lo < len(ts) else _LATEST)
+        return start, end
     raise TypeError(f"not a stored feature: {f!r}")

@@ -1,0 +1,150 @@
+"""Lookups keep the values they computed from a read-only state, for exactly the times they hold."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loopml.events import Replayer
+from loopml.features import Aggregate, Latest, OnlineExecutor, SQLiteOnlineStore
+from loopml.features import online as online_mod
+from loopml.features.online import GroupState, value_at, value_span
+from loopml.timeutil import parse_time
+
+US = timedelta(microseconds=1)
+AGGS = ["count", "sum", "mean", "min", "max", "std", "last", "last_k", "approx_distinct", "approx_quantile"]
+
+
+def _feature(agg, w):
+    extra = {"k": 3} if agg == "last_k" else {"quantile": 0.5, "kll_k": 200} if agg == "approx_quantile" else {}
+    return Aggregate(f"{agg}_{w}", "ev", "k", agg, w * US, column=None if agg == "count" else "x", **extra)
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+events_st = st.lists(st.tuples(st.integers(-300, 3000), st.one_of(st.none(), st.integers(-5, 5).map(float))),
+                     max_size=60).map(lambda es: sorted(es, key=lambda e: e[0]))
+latest_st = st.one_of(st.none(), st.tuples(st.integers(-300, 3000), st.integers(-600, 0)))
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events_st, latest_st, st.integers(0, 40), st.lists(st.tuples(st.integers(-700, 3800), st.integers(1, 900)),
+                                                       min_size=1, max_size=12))
+def test_a_value_is_the_same_at_every_time_of_its_span(events, latest, tile_us, reads):
+    state = GroupState()
+    state.empty_like(["x"], ["x"])
+    state.items["x"] = []
+    state.use_tiles(tile_us)
+    for ts, v in events:
+        state.append(ts, [("x", v)])
+    if latest is not None:  # available at latest[0], observed latest[1] before that
+        state.latest["y"] = [latest[0], latest[0] + latest[1], 1, 7.0]
+    for t, w in reads:
+        feats = [_feature(agg, w) for agg in AGGS] + [Latest("y_any", "ev", "k", "y"),
+                                                      Latest(f"y_{w}", "ev", "k", "y", max_age=w * US)]
+        for f in feats:
+            lo, hi = value_span(f, state, t)
+            assert lo <= t < hi, (f.name, t, lo, hi)
+            want = value_at(f, state, t)
+            inside = {lo, hi - 1, t - 1, t + 1, *(random.Random(t).randint(max(lo, -5000), min(hi - 1, 9000))
+                                                   for _ in range(3) if max(lo, -5000) <= min(hi - 1, 9000))}
+            for u in inside:
+                if lo <= u < hi:
+                    assert _same(value_at(f, state, u), want), (f.name, t, u, lo, hi)
+        assert value_span(feats[0], None, t) == (-(1 << 63), 1 << 63)
+
+
+def test_the_span_ends_where_an_event_enters_or_leaves_the_window():
+    state = GroupState()
+    state.empty_like(["x"])
+    for ts in (100, 200, 350):
+        state.append(ts, [("x", 1.0)])
+    f = _feature("sum", 100)  # the events in (t - 100, t]
+    assert value_span(f, state, 250) == (200, 300)  # 200 entered at 200; leaves at 300
+    assert value_span(f, state, 320) == (300, 350)  # 350 enters at 350
+    assert value_span(f, state, 50) == (-(1 << 63), 100)
+    assert value_span(f, state, 460) == (450, 1 << 63)
+    late = Latest("y", "ev", "k", "y", max_age=50 * US)
+    state.latest["y"] = [120, 100, 1, 3.0]  # observed at 100, available at 120, too old after 150
+    assert [value_span(late, state, t) for t in (110, 130, 151)] == [(-(1 << 63), 120), (120, 151), (151, 1 << 63)]
+
+
+def _stored(tmp_path, p, ws, t):
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer = OnlineExecutor(p.features, store=store)
+    for source, batch in Replayer(ws.log, writer.sources, start=parse_time("2013-06-20"),
+                                  columns=writer.columns()).advance_to(t):
+        writer.update(source, batch)
+    writer.flush()
+    return store, writer
+
+
+def test_batched_lookups_reuse_kept_values_and_equal_fresh_reads(tmp_path, flights_project, flights_ws, monkeypatch):
+    import duckdb
+
+    from loopml.features.offline import records
+
+    p = flights_project
+    t = parse_time("2013-07-04T12:00:00Z")
+    store, writer = _stored(tmp_path, p, flights_ws, t)
+    rows = duckdb.connect().execute(
+        f"SELECT * FROM {flights_ws.log.relation_sql('schedule')} WHERE available_time >= ? ORDER BY available_time "
+        "LIMIT 40", [t]).df()
+    rows["sched_dep"] = rows["sched_dep"].dt.tz_convert("UTC")
+    requests = list(records(rows, list(p.spine.request_fields)))
+    # times before, at and after the state's end, each asked several times and out of order
+    times = [t + timedelta(minutes=m) for m in (-400, -90, -61, -60, -59, -1, 0, 0, 1, 30, 30, 180, 2000)]
+    rng = random.Random(0)
+    asked = [(r, w) for r in requests for w in times]
+    rng.shuffle(asked)
+    reader = OnlineExecutor(p.features, store=store)
+    plain = OnlineExecutor(p.features, store=store)
+    plain.decode_cache_size = 0  # decodes every read: nothing kept between lookups
+    calls = []
+    real = online_mod.value_at
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(online_mod, "value_at", counted)
+    for lo in range(0, len(asked), 16):
+        part = asked[lo:lo + 16]
+        got = reader.get_many([r for r, _ in part], [w for _, w in part])
+        fresh = plain.get_many([r for r, _ in part], [w for _, w in part])
+        for (r, w), a, b in zip(part, got, fresh, strict=True):
+            want = writer.get(r, w)  # in memory: computed afresh
+            assert list(a) == list(want) == list(b)
+            assert all(_same(a[k], want[k]) and _same(b[k], want[k]) for k in want), (r, w)
+    # a second pass in time order, as a server sees it: entities asked at the same time share kept values
+    in_order = sorted(asked, key=lambda rw: rw[1])
+    calls.clear()
+    again = reader.get_many([r for r, _ in in_order], [w for _, w in in_order])
+    kept = len(calls)
+    calls.clear()
+    assert again == plain.get_many([r for r, _ in in_order], [w for _, w in in_order])
+    assert kept < len(calls) / 4, (kept, len(calls))  # the plain reader computes every value
+
+
+def test_a_kept_list_value_is_not_shared_with_the_caller(tmp_path):
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    f = Aggregate("last3", "ev", "k", "last_k", timedelta(hours=1), column="x", k=3)
+    writer = OnlineExecutor([f], store=store)
+    import pyarrow as pa
+
+    writer.update("ev", pa.table({"k": ["a"] * 3, "x": [1.0, 2.0, 3.0], "available_time": [10, 20, 30],
+                                  "event_time": [10, 20, 30], "event_id": [1, 2, 3]}))
+    writer.flush()
+    reader = OnlineExecutor([f], store=store)
+    at = parse_time("1970-01-01T00:00:00.000040Z")
+    first = reader.get_many([{"k": "a"}], at)[0]
+    first["last3"].append(99.0)
+    assert reader.get_many([{"k": "a"}], at)[0]["last3"] == [3.0, 2.0, 1.0]
