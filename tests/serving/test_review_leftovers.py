@@ -90,3 +90,45 @@ def test_failure_is_none_while_the_log_is_healthy(tmp_path):
     log.log_predictions([_pred("a")])
     assert log.failure is None
     log.close()
+
+
+GOOD = {"carrier": "UA", "flight": 1545, "origin": "EWR", "dest": "IAH", "tailnum": "N14228",
+        "sched_dep": "2013-03-01T14:15:00Z", "distance": 1400, "flight_id": "2013-03-01:UA:1545:EWR"}
+
+
+def test_after_a_failed_log_fsync_the_ready_endpoints_say_not_ready_and_live_stays_live(
+        flights_project, served_ws, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from loopml.serving.factory import build_predictor
+    from loopml.serving.http import create_app
+
+    predictor = build_predictor(flights_project, served_ws)
+    predictor.log = PredictionLog(tmp_path)
+    version = str(predictor.version)
+    ready_paths = ["/v2/health/ready", "/v2/models/flights/ready", "/v2/models/flights-features/ready",
+                   f"/v2/models/flights/versions/{version}/ready"]
+    with TestClient(create_app(predictor)) as c:
+        assert c.post("/predict", json=GOOD).status_code == 200  # a healthy log: ready
+        for path in ready_paths:
+            r = c.get(path)
+            assert r.status_code == 200 and r.json()["ready"] is True, (path, r.text)
+        assert c.get("/health").json()["status"] == "ok"
+
+        def no_space(fd):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(predictionlog.os, "fsync", no_space)
+        r = c.post("/predict", json=GOOD)
+        assert r.status_code == 503 and r.json()["type"] == "PredictionLogError"
+        for path in ready_paths:  # v2: "a 4xx status code indicates false"
+            r = c.get(path)
+            assert r.status_code == 400, (path, r.status_code, r.text)
+            assert r.json()["ready"] is False and "No space left" in r.json()["error"]
+        assert c.get("/v2/models/flights/ready").json()["name"] == "flights"
+        live = c.get("/v2/health/live")
+        assert live.status_code == 200 and live.json() == {"live": True}
+        health = c.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "not ready"
+        assert "No space left" in health.json()["error"]
+        assert c.get("/v2/models/nope/ready").status_code == 404  # an unknown model is still "not found"

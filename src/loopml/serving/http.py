@@ -10,7 +10,9 @@ a category, FP64 or another numeric type for a number; no lookup). Both are logg
 
 Thin by design: it parses, calls :class:`~loopml.serving.Predictor`, and maps loopml's error classes
 to status codes in one table (``STATUS``). Errors are ``{"error": message}``, the shape v2 clients
-decode. A bad request gets a 4xx naming the field; the server keeps serving. Each request is one
+decode. A bad request gets a 4xx naming the field; the server keeps serving. Once the prediction log
+has failed an fsync, every prediction is a 503 and the ready endpoints answer 400 (v2: a 4xx is
+"not ready"), so a readiness probe takes the server out of rotation; ``/v2/health/live`` stays 200. Each request is one
 JSON log line on the ``loopml.serving.access`` logger (see :mod:`loopml.serving.logs`; the caller
 configures logging, this module never does).
 """
@@ -193,12 +195,29 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         times = [t or predictor.prediction_time(c) for c, t in zip(clean, ats, strict=True)]
         return await batcher.predict(clean, ats=times, entity_ids=entity_ids, request_ids=request_ids)
 
+    def _not_ready() -> str | None:
+        """Why no prediction can be served now (the prediction log failed an fsync: every one is a 503), or None."""
+        log = predictor.log
+        return None if log is None else log.failure
+
+    def _readiness(body: dict[str, Any]) -> JSONResponse:
+        # The v2 protocol: "A 200 status code indicates true and a 4xx status code indicates false" (Kubernetes
+        # readiness probes read the status, not the body). The body says why, in the v2 error shape.
+        reason = _not_ready()
+        if reason is None:
+            return JSONResponse({**body, "ready": True})
+        return JSONResponse({**body, "ready": False, "error": f"not ready: {reason}", "type": "PredictionLogError"},
+                            status_code=400)
+
     # -- plain JSON --------------------------------------------------------------------------
     @app.get("/health")
     def health() -> dict[str, Any]:
+        # stays 200 while the process answers (a liveness check); "status" says whether it can serve predictions
         model = predictor.model
-        return {"status": "ok", "model": name, "model_version": predictor.version, "backend": model.backend,
-                "backend_reason": model.backend_reason}
+        reason = _not_ready()
+        return {"status": "ok" if reason is None else "not ready", "model": name, "model_version": predictor.version,
+                "backend": model.backend, "backend_reason": model.backend_reason,
+                **({} if reason is None else {"error": reason})}
 
     async def predict_direct(scope: Scope, receive: Receive, rid: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         body = _parse_json(await _read_body(scope, receive))
@@ -239,8 +258,8 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         return {"live": True}
 
     @app.get("/v2/health/ready")
-    def ready() -> dict[str, bool]:
-        return {"ready": True}
+    def ready() -> JSONResponse:
+        return _readiness({})
 
     @app.get("/v2")
     def server_metadata() -> dict[str, Any]:
@@ -266,14 +285,14 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         return _metadata(_check_model(model_name, version))
 
     @app.get("/v2/models/{model_name}/ready")
-    def model_ready(model_name: str) -> dict[str, Any]:
+    def model_ready(model_name: str) -> JSONResponse:
         _check_model(model_name)
-        return {"name": model_name, "ready": True}
+        return _readiness({"name": model_name})
 
     @app.get("/v2/models/{model_name}/versions/{version}/ready")
-    def model_version_ready(model_name: str, version: str) -> dict[str, Any]:
+    def model_version_ready(model_name: str, version: str) -> JSONResponse:
         _check_model(model_name, version)
-        return {"name": model_name, "ready": True}
+        return _readiness({"name": model_name})
 
     async def _infer(scope: Scope, receive: Receive, rid: str, model_name: str,
                      version: str | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
