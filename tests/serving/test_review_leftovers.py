@@ -132,3 +132,45 @@ def test_after_a_failed_log_fsync_the_ready_endpoints_say_not_ready_and_live_sta
         assert health.status_code == 200 and health.json()["status"] == "not ready"
         assert "No space left" in health.json()["error"]
         assert c.get("/v2/models/nope/ready").status_code == 404  # an unknown model is still "not found"
+
+
+@pytest.mark.parametrize(("path", "route"), [
+    ("/admin/models/flights/load", "/admin/models/{model_name}/load"),
+    # the versioned infer is not one of the scoring paths answered before FastAPI: it goes through the router too
+    ("/v2/models/flights/versions/{version}/infer", "/v2/models/{model_name}/versions/{version}/infer"),
+])
+def test_a_client_that_leaves_mid_body_on_a_routed_path_is_not_a_server_error(flights_project, served_ws, caplog,
+                                                                              path, route):
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from loopml.serving.factory import build_predictor
+    from loopml.serving.http import create_app
+
+    def load_model(ref):
+        raise AssertionError(f"nothing is loaded for a request whose body never arrived (asked for {ref!r})")
+
+    predictor = build_predictor(flights_project, served_ws)
+    app = create_app(predictor, load_model=load_model, admin_token="secret")
+    messages = iter([{"type": "http.request", "body": b'{"inputs": ', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path.format(version=predictor.version), "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer secret")],
+             "root_path": "", "scheme": "http", "server": ("testserver", 80)}
+    with caplog.at_level("ERROR", logger="loopml.serving.http"):
+        asyncio.run(app(scope, receive, send))
+    assert sent == []  # nobody to answer
+    assert not [r for r in caplog.records if r.name == "loopml.serving.http"]  # no "unhandled error" trace
+    with TestClient(app) as c:
+        text = c.get("/metrics").text
+    assert 'type="InternalError"' not in text and 'status="500"' not in text
+    assert f'endpoint="{route}"' in text and 'status="499"' in text  # counted as the client leaving

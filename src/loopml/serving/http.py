@@ -12,9 +12,9 @@ Thin by design: it parses, calls :class:`~loopml.serving.Predictor`, and maps lo
 to status codes in one table (``STATUS``). Errors are ``{"error": message}``, the shape v2 clients
 decode. A bad request gets a 4xx naming the field; the server keeps serving. Once the prediction log
 has failed an fsync, every prediction is a 503 and the ready endpoints answer 400 (v2: a 4xx is
-"not ready"), so a readiness probe takes the server out of rotation; ``/v2/health/live`` stays 200. Each request is one
-JSON log line on the ``loopml.serving.access`` logger (see :mod:`loopml.serving.logs`; the caller
-configures logging, this module never does).
+"not ready"), so a readiness probe takes the server out of rotation; ``/v2/health/live`` stays 200.
+Each request is one JSON log line on the ``loopml.serving.access`` logger (see
+:mod:`loopml.serving.logs`; the caller configures logging, this module never does).
 """
 
 from __future__ import annotations
@@ -512,6 +512,8 @@ class _Observe:
             else:
                 try:
                     await self.app(scope, receive, send_with_id)
+                except ClientDisconnect:  # left mid-body (admin load, versioned infer): nobody to answer, not a 500
+                    status = 499
                 except Exception:  # a bug, not a bad request: answer 500 in the v2 error shape, log the trace
                     self.metrics.errors.labels("InternalError").inc()
                     error_log.exception("unhandled error")
