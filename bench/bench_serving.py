@@ -11,6 +11,10 @@ five ways, each in a fresh process per round, all on 127.0.0.1 with ``OMP_NUM_TH
   features up in the SQLite online store, scores with ONNX Runtime and appends the prediction
   (features included) to the durable prediction log before answering.
 - ``loopml_batch``: the same with loopml's adaptive micro-batching on (``--batch-window-ms 2``).
+- ``loopml_varied``: ``loopml`` asked for the last 256 distinct flights the demo served, in turn (each at its
+  own time, its own plane, route and airports), instead of one flight over and over: the lookup reads and
+  computes more (the values a lookup keeps for one state and span of times are reused less), as a
+  server sees many entities. Only its first flight's score is checked (the others' are not the peers').
 - ``mlflow``: ``mlflow models serve -m DIR --env-manager local -w 1`` (MLflow 3.x) of the same
   booster saved with ``mlflow.lightgbm.save_model``; request: the encoded feature row as
   ``dataframe_split``.
@@ -46,7 +50,8 @@ call (p50/p99: without the time the scheduler gave to other processes, which on 
 most of a wall-clock p99).
 
 ``--before REV`` also serves loopml's ``src/`` at git revision REV (a worktree under OUT) as
-``loopml_before`` in the same rounds, and prints loopml / loopml_before; ``--after REV`` serves REV
+``loopml_before`` (and ``loopml_varied_before`` beside ``loopml_varied``) in the same rounds, and prints
+loopml / loopml_before; ``--after REV`` serves REV
 instead of this checkout (uncommitted work under ``src/``, anyone's, is otherwise what runs).
 ``--only NAME ...`` runs a subset (loopml, asgi_const and loopml_before always run; peers' venvs are
 installed only for the peers that run). ``--onnx`` only times ONNX Runtime call styles (see onnx_variants).
@@ -94,7 +99,8 @@ VENVS = {
     "fastapi": ["fastapi", "uvicorn[standard]", "lightgbm==4.7.0"],
 }
 PORTS = {"loopml": 18701, "mlflow": 18702, "mlserver": 18703, "fastapi": 18706, "asgi_const": 18707, "asgi_const_std": 18708,
-         "loopml_batch": 18709, "loopml_before": 18710}
+         "loopml_batch": 18709, "loopml_before": 18710, "loopml_varied": 18711,
+         "loopml_varied_before": 18712}
 
 FASTAPI_APP = '''"""Naive baseline (peers/serving/fastapi_app.py with LightGBM): one JSON row in, predict out."""
 import os
@@ -225,6 +231,11 @@ def prepare() -> dict:
     if chosen is None:
         raise SystemExit("no served flight with complete features in the demo state's prediction log")
     req, pred = chosen
+    varied = [req]  # the chosen flight first (its score is checked), then the last distinct flights served
+    for logged_req in list(logged["request"])[::-1]:
+        other = {f: _plain(logged_req[f]) for f in fields}
+        if len(varied) < 256 and None not in other.values() and other not in varied:
+            varied.append(other)
     model = predictor.model
     X = model.encode_rows([pred.features])
     native = float(model.booster.predict(X, num_threads=1)[0])
@@ -232,7 +243,7 @@ def prepare() -> dict:
         raise SystemExit(f"loopml's score {pred.score} differs from the booster's {native} by more than {TOL}")
     OUT.mkdir(parents=True, exist_ok=True)
     model.booster.save_model(str(OUT / "model.txt"))
-    info = {"request": req, "features": model.features, "row": X[0].tolist(), "expected": native,
+    info = {"request": req, "varied": varied, "features": model.features, "row": X[0].tolist(), "expected": native,
             "loopml_score": pred.score, "model_version": predictor.version, "backend": model.backend}
     (OUT / "row.json").write_text(json.dumps(info, indent=1))
     return info
@@ -273,7 +284,7 @@ def servers(info: dict, *, after: Path | None = None, before: tuple[str, Path] |
     """The servers to compare; ``after``/``before``: loopml's src/ from a worktree instead of this checkout."""
     out = _servers(info)
     if after is not None:
-        for n in ("loopml", "loopml_batch"):
+        for n in ("loopml", "loopml_batch", "loopml_varied"):
             out[n]["env"] = {"PYTHONPATH": str(after)}
     if before is not None:
         rev, src = before
@@ -281,6 +292,11 @@ def servers(info: dict, *, after: Path | None = None, before: tuple[str, Path] |
         out["loopml_before"] = {**out["loopml"], "env": {"PYTHONPATH": str(src)}, "rev": rev,
                                 "cmd": [*out["loopml"]["cmd"][:-1], str(port)],
                                 "health": f"http://127.0.0.1:{port}/health", "url": f"http://127.0.0.1:{port}/predict"}
+        port = PORTS["loopml_varied_before"]
+        out["loopml_varied_before"] = {**out["loopml_varied"], "env": {"PYTHONPATH": str(src)}, "rev": rev,
+                                       "cmd": [*out["loopml_varied"]["cmd"][:-1], str(port)],
+                                       "health": f"http://127.0.0.1:{port}/health",
+                                       "url": f"http://127.0.0.1:{port}/predict"}
     return out
 
 
@@ -299,6 +315,11 @@ def _servers(info: dict) -> dict[str, dict]:
                  "--port", str(PORTS["loopml_batch"]), "--batch-window-ms", str(LOOPML_BATCH_MS)],
             health=f"{host}:{PORTS['loopml_batch']}/health", url=f"{host}:{PORTS['loopml_batch']}/predict",
             body=info["request"], score=lambda d: d["score"]),
+        "loopml_varied": dict(
+            cmd=[str(LOOPML_PY.parent / "loopml"), "serve", "--project", str(PROJECT), "--state", str(STATE),
+                 "--port", str(PORTS["loopml_varied"])],
+            health=f"{host}:{PORTS['loopml_varied']}/health", url=f"{host}:{PORTS['loopml_varied']}/predict",
+            body=info["request"], bodies=info["varied"], score=lambda d: d["score"]),
         "mlflow": dict(
             cmd=[str(venv["mlflow"] / "mlflow"), "models", "serve", "-m", str(OUT / "mlflow_model"), "-h", "127.0.0.1",
                  "-p", str(PORTS["mlflow"]), "--env-manager", "local", "-w", "1"],
@@ -346,11 +367,21 @@ def pg_cpu_s(pgid: int) -> float:
     return tot / CLK
 
 
-def lua_for(name: str, body: dict) -> Path:
+def lua_for(name: str, body: dict, bodies: list[dict] | None = None) -> Path:
+    """wrk's script: POST ``body`` every time, or each of ``bodies`` in turn."""
     path = OUT / f"post_{name}.lua"
-    js = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
-    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = '{js}'\n" + LUA_DONE)
+
+    def lua_string(b: dict) -> str:
+        return "'" + json.dumps(b).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    head = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    if bodies:
+        turns = ("bodies = {" + ",\n".join(lua_string(b) for b in bodies) + "}\n"
+                 "i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
+                 "  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
+        path.write_text(head + turns + LUA_DONE)
+    else:
+        path.write_text(head + f"wrk.body = {lua_string(body)}\n" + LUA_DONE)
     return path
 
 
@@ -595,7 +626,7 @@ def run_round(k: int, srv: dict[str, dict], info: dict, concs: list[int], dur: i
                 res["servers"][name]["score"] = got
                 if abs(got - info["expected"]) > TOL:
                     raise SystemExit(f"{name} answered {got}; the booster's score is {info['expected']}")
-        lua = {n: lua_for(n, s["body"]) for n, s in srv.items()}
+        lua = {n: lua_for(n, s["body"], s.get("bodies")) for n, s in srv.items()}
         for n, s in srv.items():
             wrk(s["url"], lua[n], 4, 2)  # warm-up
         names = list(srv)
@@ -647,14 +678,16 @@ def report(rounds: list[dict], floors: list[dict], concs: list[int]) -> dict:
                 summary["ratios"].setdefault(subject, {}).setdefault(n, {})[key] = ratio
                 print(f"  vs {n:14s} throughput {ratio['rps']:5.2f}x  p50 {ratio['p50']:5.2f}x  "
                       f"p99 {ratio['p99']:5.2f}x  CPU/req {ratio['cpu']:5.2f}x")
-    if "loopml_before" in names:
+    for now, then in (("loopml", "loopml_before"), ("loopml_varied", "loopml_varied_before")):
+        if then not in names:
+            continue
         for c in concs:
             key = f"c{c}"
-            ratio = {m: median([f(r["servers"]["loopml"][key]) / f(r["servers"]["loopml_before"][key]) for r in rounds])
+            ratio = {m: median([f(r["servers"][now][key]) / f(r["servers"][then][key]) for r in rounds])
                      for m, f in [("rps", lambda r: r["rps"]), ("p99", lambda r: r["p99_us"]),
                                   ("cpu", lambda r: r["server_cpu_us_per_req"])]}
-            summary["ratios"].setdefault("loopml", {}).setdefault("loopml_before", {})[key] = ratio
-            print(f"loopml / loopml_before at c={c}: throughput {ratio['rps']:5.2f}x  p99 {ratio['p99']:5.2f}x  "
+            summary["ratios"].setdefault(now, {}).setdefault(then, {})[key] = ratio
+            print(f"{now} / {then} at c={c}: throughput {ratio['rps']:5.2f}x  p99 {ratio['p99']:5.2f}x  "
                   f"CPU/req {ratio['cpu']:5.2f}x (median of per-round ratios)")
     print(f"\nin process, one row, median over {len(floors)} fresh processes (us; thread CPU: this thread's CPU time "
           f"per call, without the time the scheduler ran something else)")
@@ -729,7 +762,8 @@ def main() -> None:
     srv = servers(info, after=worktree(a.after, OUT) / "src" if a.after else None,
                   before=(a.before, worktree(a.before, OUT) / "src") if a.before else None)
     if a.only:
-        srv = {n: s for n, s in srv.items() if n in {*a.only, "loopml", "asgi_const", "loopml_before"}}
+        varied = {"loopml_varied_before"} if "loopml_varied" in a.only else set()
+        srv = {n: s for n, s in srv.items() if n in {*a.only, "loopml", "asgi_const", "loopml_before", *varied}}
     layout_peers(info, set(srv))
     print(f"flight {info['request']}; model v{info['model_version']} ({info['backend']}); "
           f"score {info['expected']:.6f}; {len(info['features'])} features; servers {list(srv)}", flush=True)
