@@ -95,10 +95,11 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--batch-window-ms", type=float, default=0.0)
+    ap.add_argument("--varied", action="store_true", help="ask for bench_serving's 256 flights in turn, not one")
     a = ap.parse_args()
     info = json.loads((bs.OUT / "row.json").read_text())
     pyspy = bs.ensure_venv("pyspy", ["py-spy"]) / "py-spy"
-    lua = bs.lua_for("profile", info["request"])
+    lua = bs.lua_for("profile", info["request"], info["varied"] if a.varied else None)
     cmd = [str(bs.LOOPML_PY.parent / "loopml"), "serve", "--project", str(bs.PROJECT), "--state", str(bs.STATE),
            "--port", str(PORT), "--batch-window-ms", str(a.batch_window_ms)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
