@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -20,6 +23,16 @@ class PriorBaseline:
 
     def predict(self, n: int) -> np.ndarray:
         return np.full(n, self.rate_)
+
+    def to_record(self) -> dict[str, Any]:
+        """The fitted baseline as JSON (stored with a model version: see :meth:`from_record`)."""
+        return {"rate": self.rate_}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> PriorBaseline:
+        out = cls()
+        out.rate_ = float(record["rate"])
+        return out
 
 
 class GroupRateBaseline:
@@ -49,3 +62,17 @@ class GroupRateBaseline:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.column].astype(object).map(self.rates_).fillna(self.prior_).astype(float).to_numpy()
+
+    def to_record(self) -> dict[str, Any]:
+        """The fitted baseline as JSON: its column, pseudo-count, prior and per-group rates (text keys)."""
+        if not all(isinstance(k, str) for k in self.rates_):
+            raise TypeError(f"GroupRateBaseline.to_record needs text group values in {self.column!r}; "
+                            f"got {sorted({type(k).__name__ for k in self.rates_})}")
+        return {"column": self.column, "m": self.m, "prior": self.prior_, "rates": dict(self.rates_)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> GroupRateBaseline:
+        out = cls(record["column"], m=float(record["m"]))
+        out.prior_ = float(record["prior"])
+        out.rates_ = {str(k): float(v) for k, v in record["rates"].items()}
+        return out

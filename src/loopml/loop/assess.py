@@ -99,7 +99,6 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     point values (the very floats of the final document) and ``ci`` None. ``loopml evaluate`` hands it
     to a process that draws the report's plots meanwhile.
     """
-    from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
     from loopml.evaluation.behaviour import run_behaviour_tests
     from loopml.evaluation.bootstrap import METRICS, score_values, scores_with_ci
     from loopml.evaluation.calibration import expected_calibration_error, reliability_curve
@@ -135,14 +134,8 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     background.shutdown(wait=False)  # its thread ends with the task, whatever fails in between
     lap("features_and_scoring")
 
-    # baselines fitted on the version's own training window (built after the scoring, not beside it: two
-    # DuckDB threads and two ONNX ones on two cores cost ~0.5 s more CPU than they saved in wall)
-    train = build_dataset(log, project, pd.Timestamp(mv.train_from).to_pydatetime(), pd.Timestamp(mv.train_to).to_pydatetime(),
-                          features=[])
-    known = train[train[label].notna()]
-    y_train = known[label].astype(float).to_numpy()
-    scores = {"model": p, "prior": PriorBaseline().fit(y_train).predict(len(y)),
-              "carrier_rate": GroupRateBaseline("carrier").fit(known, y_train).predict(rows)}
+    prior, carrier = _fitted_baselines(project, log, mv)
+    scores = {"model": p, "prior": prior.predict(len(y)), "carrier_rate": carrier.predict(rows)}
     wanted: dict[str, tuple[str, ...]] = {"model": METRICS, "prior": ("log_loss", "brier"),
                                           "carrier_rate": ("log_loss", "roc_auc", "brier")}
     champion_p = None
@@ -225,6 +218,24 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     doc.update(metrics=metrics, baselines=baselines, gates=gate_results, passed=all(g["passed"] for g in gate_results),
                timings=timings, cpu_timings=cpu_timings)
     return doc
+
+
+def _fitted_baselines(project: Project, log: EventLog, mv: Any) -> tuple[Any, Any]:
+    """The prior-rate and per-carrier-rate baselines of version ``mv``: as stored with it at training (fitted on
+    the labels it was trained with), else fitted here on every label of its training window."""
+    from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
+
+    stored = (mv.info or {}).get("baselines") or {}
+    if "prior" in stored and stored.get("carrier_rate", {}).get("column") == "carrier":
+        return PriorBaseline.from_record(stored["prior"]), GroupRateBaseline.from_record(stored["carrier_rate"])
+    # a version registered before baselines were stored (built after the scoring, not beside it: two DuckDB
+    # threads and two ONNX ones on two cores cost ~0.5 s more CPU than they saved in wall)
+    label = project.label.name
+    train = build_dataset(log, project, pd.Timestamp(mv.train_from).to_pydatetime(),
+                          pd.Timestamp(mv.train_to).to_pydatetime(), features=[])
+    known = train[train[label].notna()]
+    y_train = known[label].astype(float).to_numpy()
+    return PriorBaseline().fit(y_train), GroupRateBaseline("carrier").fit(known, y_train)
 
 
 def _utc(t: datetime) -> pd.Timestamp:

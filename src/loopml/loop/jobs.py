@@ -92,6 +92,7 @@ def train_and_register(project: Project, log: EventLog, registry: Registry, star
                        ) -> tuple[ModelVersion, GBMModel, Evaluation | None]:
     """Train on a window, evaluate on [eval_start, eval_end) if given, and register the version."""
     model, frame = fit_window(project, log, start, end, label_cutoff=label_cutoff, init_model=init_model)
+    baselines = _baselines(project, frame)
     evaluation = None
     metrics: dict[str, Any] = {"train_rows": model.meta["train_rows"]}
     if eval_start is not None and eval_end is not None:
@@ -112,10 +113,25 @@ def train_and_register(project: Project, log: EventLog, registry: Registry, star
         train_from=start.isoformat(), train_to=end.isoformat(),
         label_cutoff=(label_cutoff or end).isoformat(), git=git_commit(project.path), parent_version=parent,
         info={"features": project.feature_names, "feature_versions": feature_versions(project.features),
-              "params": dict(project.model_params), "onnx": onnx_info,
+              "params": dict(project.model_params), "onnx": onnx_info, "baselines": baselines,
               **(info or {})},
         at=at.isoformat() if at is not None else None)
     return mv, model, evaluation
+
+
+def _baselines(project: Project, frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The baselines fitted on the labels the model was trained with, stored with its version (evaluation
+    then scores them without rebuilding the training window); None when there is nothing to fit."""
+    label = project.label.name
+    known = frame[frame[label].notna()]
+    if len(known) == 0:
+        return None
+    y = known[label].astype(float).to_numpy()
+    try:
+        group = GroupRateBaseline(BASELINE_GROUP).fit(known, y).to_record()
+    except TypeError:  # group values that JSON would not give back as they are: evaluation refits
+        return None
+    return {"prior": PriorBaseline().fit(y).to_record(), f"{BASELINE_GROUP}_rate": group}
 
 
 def _export_onnx(model: GBMModel, frame: pd.DataFrame, registry: Registry, *, rows: int = 2000) -> dict[str, Any]:
