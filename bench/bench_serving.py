@@ -232,9 +232,11 @@ def prepare() -> dict:
         raise SystemExit("no served flight with complete features in the demo state's prediction log")
     req, pred = chosen
     varied = [req]  # the chosen flight first (its score is checked), then the last distinct flights served
+    same_flight = {f: v for f, v in req.items() if f != "sched_dep"}  # the chosen one may be served shifted
     for logged_req in list(logged["request"])[::-1]:
         other = {f: _plain(logged_req[f]) for f in fields}
-        if len(varied) < 256 and None not in other.values() and other not in varied:
+        if (len(varied) < 256 and None not in other.values() and other not in varied
+                and {f: v for f, v in other.items() if f != "sched_dep"} != same_flight):
             varied.append(other)
     model = predictor.model
     X = model.encode_rows([pred.features])
@@ -376,9 +378,11 @@ def lua_for(name: str, body: dict, bodies: list[dict] | None = None) -> Path:
 
     head = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
     if bodies:
+        # the requests are formatted once per thread (init), not per request: wrk shares the 2 cores with the server
         turns = ("bodies = {" + ",\n".join(lua_string(b) for b in bodies) + "}\n"
-                 "i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
-                 "  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
+                 "init = function(args)\n  reqs = {}\n"
+                 "  for j = 1, #bodies do reqs[j] = wrk.format(nil, nil, nil, bodies[j]) end\nend\n"
+                 "i = 0\nrequest = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
         path.write_text(head + turns + LUA_DONE)
     else:
         path.write_text(head + f"wrk.body = {lua_string(body)}\n" + LUA_DONE)

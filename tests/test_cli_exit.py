@@ -61,3 +61,21 @@ def test_a_loopml_error_still_exits_1_with_its_message(monkeypatch, fake_exit, c
         cli.main()
     assert info.value.code == 1 and fake_exit == []
     assert "bad --from" in capsys.readouterr().err
+
+
+def test_under_a_profiler_or_tracer_the_interpreter_ends_normally(monkeypatch, fake_exit):
+    import sys
+
+    monkeypatch.setattr(cli, "app", _app(0, done=True))
+    monkeypatch.setattr(sys, "gettrace", lambda: (lambda *a: None))  # as coverage or a debugger would have it
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 0 and fake_exit == []
+
+
+def test_a_flag_left_by_an_earlier_in_process_run_does_not_end_the_next(monkeypatch, fake_exit):
+    monkeypatch.setattr(cli, "_skip_teardown", True)  # e.g. the evaluate function called in-process before
+    monkeypatch.setattr(cli, "app", _app(0, done=False))
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert fake_exit == []

@@ -727,13 +727,16 @@ def _done_skip_teardown() -> None:
 
 
 def main() -> None:
+    global _skip_teardown
+    _skip_teardown = False  # asked for by this run's command only
     try:
         app()
     except LoopmlError as exc:
         err.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
         raise SystemExit(1) from None
     except SystemExit as exc:
-        if _skip_teardown and exc.code in (0, None):
+        # not under a profiler, coverage or trace: they write their results after the program ends
+        if _skip_teardown and exc.code in (0, None) and sys.gettrace() is None and sys.getprofile() is None:
             import logging
 
             try:

@@ -62,15 +62,15 @@ def test_a_new_segment_and_new_folders_are_fsynced_in_their_parents_before_the_a
 
     log.log_labels([{"request_id": "a", "label": 1.0, "label_time": "2013-03-02T00:00:00+00:00"}])
     labels = fsyncs.take()
-    assert {p for p in labels if p.is_dir()} == {root / "labels", root}  # labels/ is new in root; root is not new
+    assert {p for p in labels if p.is_dir()} == {root / "labels", root, tmp_path}  # every new segment: its folder up
     log.log_labels([{"request_id": "b0", "label": 0.0, "label_time": "2013-03-02T00:00:00+00:00"}])
     assert not any(p.is_dir() for p in fsyncs.take())
     log.close()
     fsyncs.take()
 
-    again = PredictionLog(root)  # a new writer: a new segment in a folder that exists
+    again = PredictionLog(root)  # a new writer: a new segment in a folder another writer made (maybe not fsynced)
     again.log_predictions([_pred("c")])
-    assert {p for p in fsyncs.take() if p.is_dir()} == {root / "predictions"}
+    assert {p for p in fsyncs.take() if p.is_dir()} == {root / "predictions", root, tmp_path}
     again.close()
     assert sorted(PredictionLog(root).read_predictions()["request_id"]) == ["a", "b0", "b1", "b2", "c"]
 
@@ -83,6 +83,26 @@ def test_a_failed_folder_fsync_fails_the_append_and_the_log(tmp_path, monkeypatc
     assert log.failure is not None and "Input/output error" in log.failure
     with pytest.raises(PredictionLogError):
         log.append_predictions([_pred("b")])
+
+
+@pytest.mark.parametrize("code", [22, 95])  # EINVAL, ENOTSUP: a filesystem whose folders cannot be fsynced
+def test_a_folder_that_cannot_be_fsynced_is_not_a_failure(tmp_path, monkeypatch, code):
+    real = os.fsync
+
+    def fsync(fd):
+        if pathlib.Path(os.readlink(f"/proc/self/fd/{fd}")).is_dir():
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to name an fd's file")
+    monkeypatch.setattr(predictionlog.os, "fsync", fsync)
+    log = PredictionLog(tmp_path)
+    log.log_predictions([_pred("a")])
+    log.log_predictions([_pred("b")])
+    assert log.failure is None
+    log.close()
+    assert sorted(PredictionLog(tmp_path).read_predictions()["request_id"]) == ["a", "b"]
 
 
 def test_failure_is_none_while_the_log_is_healthy(tmp_path):

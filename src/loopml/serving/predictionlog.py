@@ -17,6 +17,7 @@ the log with SQL.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import threading
@@ -82,8 +83,10 @@ class PredictionLog:
             fh = open(folder / name, "ab")  # noqa: SIM115 - kept open for appends
             self._files[kind] = fh
             # Fsynced by the flusher with the file's first fsync, before any line in it is acknowledged: not
-            # here, where the writer (on the event loop) holds the lock and would wait for the disk.
-            self._new_dirs.add(folder)
+            # here, where the writer (on the event loop) holds the lock and would wait for the disk. The root
+            # and its parent too, whoever made them: another writer on the same state folder may have created
+            # them and not fsynced them yet (a new segment is rare: once per process and kind).
+            self._new_dirs.update((folder, self.root, self.root.parent))
         return fh
 
     def _append(self, kind: str, records: Iterable[Mapping[str, Any]]) -> int:
@@ -326,12 +329,25 @@ def _resolve(waiters: list[_Waiter], failure: BaseException | None) -> None:
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Fsync ``folder`` itself: the new entries in it (a segment, a subfolder) then survive a power loss."""
+    """Fsync ``folder`` itself: the new entries in it (a segment, a subfolder) then survive a power loss.
+
+    Where folders cannot be fsynced (Windows cannot open one; some network and FUSE filesystems answer
+    EINVAL or ENOTSUP) there is nothing more to do, as PostgreSQL and SQLite also conclude; a real I/O
+    error (EIO, ENOSPC) fails the log.
+    """
+    if os.name == "nt":
+        return
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise
     finally:
         os.close(fd)
+
+
+_NO_DIR_FSYNC = {errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def _default(value: Any) -> Any:
