@@ -47,7 +47,7 @@ def test_the_child_draws_the_plots_this_process_would(tmp_path):
 
 
 @pytest.mark.parametrize("broken", ["exits", "garbage", "missing"])
-def test_a_failed_child_leaves_the_plots_to_this_process(monkeypatch, broken):
+def test_a_failed_child_leaves_the_plots_to_this_process(monkeypatch, broken, caplog):
     doc = _doc()
     if broken == "missing":
         monkeypatch.setattr(sys, "executable", "/nonexistent/python")
@@ -56,7 +56,10 @@ def test_a_failed_child_leaves_the_plots_to_this_process(monkeypatch, broken):
         monkeypatch.setattr("loopml.reports.card._CHILD", code)
     renderer = FigureRenderer()
     renderer.submit(doc)
-    assert renderer.result() == evaluation_figures(doc)
+    with caplog.at_level("WARNING", logger="loopml.reports.card"):
+        assert renderer.result() == evaluation_figures(doc)
+    why = {"exits": "exited with status 3", "garbage": "JSONDecodeError", "missing": "could not be started"}[broken]
+    assert any("drawn in this process" in r.message and why in r.message for r in caplog.records), caplog.text
 
 
 def test_an_unused_renderer_is_stopped():

@@ -14,6 +14,7 @@ it evaluates), and the behavioural tests run in a thread beside the robustness p
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,10 +54,19 @@ class WindowPrefetch:
     def __init__(self, project: Project, log: EventLog, start: datetime, end: datetime) -> None:
         self.key = self._key(project, log, start, end)
         self.used = False
-        pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-prefetch")
-        self.future: Future[pd.DataFrame] = pool.submit(
-            build_dataset, log, project, start - timedelta(days=CALIBRATION_DAYS), end)
-        pool.shutdown(wait=False)
+        self.future: Future[pd.DataFrame] = Future()
+        # a daemon thread (not a pool's): an evaluation that fails early, a wrong version say, ends at once
+        # instead of waiting at exit for a build nobody will read
+        threading.Thread(target=self._build, args=(log, project, start - timedelta(days=CALIBRATION_DAYS), end),
+                         name="loopml-prefetch", daemon=True).start()
+
+    def _build(self, log: EventLog, project: Project, start: datetime, end: datetime) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(build_dataset(log, project, start, end))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            self.future.set_exception(exc)
 
     def result(self, project: Project, log: EventLog, start: datetime, end: datetime) -> pd.DataFrame | None:
         """The dataset, if it was prefetched for these arguments (else None: build it afresh).

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FigureRenderer", "evaluation_figures", "evaluation_report", "model_card"]
+
+_log = logging.getLogger("loopml.reports.card")
 
 
 def _ci(m: Mapping[str, Any]) -> str:
@@ -241,6 +244,7 @@ class FigureRenderer:
         self.timeout = timeout
         self._doc: dict[str, Any] | None = None
         self._out: list[str] | None = None
+        self._sent_here = False  # a document the child would get wrong: drawn here by design
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 # -P: the working directory is not on the child's path (a json.py there would break it)
@@ -262,6 +266,7 @@ class FigureRenderer:
             return
         if not _json_exact(self._doc):
             self._kill()
+            self._sent_here = True
             return
         payload = json.dumps(self._doc).encode() + b"\n"  # one line: JSON escapes newlines
         stdin, proc.stdin = proc.stdin, None  # written by the thread below; communicate() must not touch it
@@ -281,14 +286,23 @@ class FigureRenderer:
             return self._out
         if self._doc is None:
             raise RuntimeError("FigureRenderer.result() before submit()")
+        why = "the child process could not be started"
         if self._proc is not None:
             try:
                 out, _ = self._proc.communicate(timeout=self.timeout)
                 if self._proc.returncode == 0:
                     self._out = json.loads(out)
-            except (subprocess.TimeoutExpired, OSError, ValueError):
+                else:
+                    why = f"the child process exited with status {self._proc.returncode}"
+            except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
+                why = f"the child process failed: {type(exc).__name__}: {exc}"[:300]
                 self._kill()
+        elif self._sent_here:
+            why = "the document does not survive JSON unchanged"
         if self._out is None:
+            # a failed child is worth a warning; a document it would misread is drawn here by design
+            _log.log(logging.INFO if self._sent_here else logging.WARNING,
+                     "report plots drawn in this process (slower, same plots): %s", why)
             self._out = evaluation_figures(self._doc)
         return self._out
 
