@@ -106,6 +106,8 @@ def test_performance_reports_labelled_predictions(demo):
     (["features", "get", "--flight", "2013-06-15:UA:1141:EWR", "--at", "June 15th"], ["BadTimestamp", "--at"]),
     (["features", "get", "--flight", "2013-06-15:XX:1:EWR", "--at", "2013-06-15"], ["EntityNotFound", "flight_id"]),
     (["models", "promote", "99", "--force"], ["ModelNotFound", "99"]),
+    # evaluate ends at once on an error, its window still being built in a thread (exit 1, not an abort)
+    (["evaluate", "--model-version", "99", "--from", "2013-06-01", "--to", "2013-07-01"], ["ModelNotFound", "99"]),
 ])
 def test_bad_input_exits_1_with_error_type_and_message(demo, args, words):
     state, _ = demo

@@ -51,15 +51,22 @@ def test_other_exits_go_through_the_interpreter(monkeypatch, fake_exit, code, do
     assert fake_exit == []
 
 
-def test_a_loopml_error_still_exits_1_with_its_message(monkeypatch, fake_exit, capsys):
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_loopml_error_exits_1_with_its_message_at_once_if_the_command_asked(monkeypatch, fake_exit, capsys, asked):
     def app() -> None:
-        cli._done_skip_teardown()
+        if asked:
+            cli._done_skip_teardown()
         raise cli.InvalidConfig("bad --from")
 
     monkeypatch.setattr(cli, "app", app)
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    assert info.value.code == 1 and fake_exit == []
+    if asked:
+        with pytest.raises(_Exited):
+            cli.main()
+        assert fake_exit == [1]
+    else:
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+        assert info.value.code == 1 and fake_exit == []
     assert "bad --from" in capsys.readouterr().err
 
 

@@ -279,6 +279,7 @@ def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
     from loopml.loop.assess import evaluate_version, prefetch_window
     from loopml.reports.card import FigureRenderer, evaluation_report, model_card
 
+    _done_skip_teardown()  # reads the state, writes the card and the report in one call each
     proj, ws = _open(project, state)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     # the report's plots are drawn by a child process (it imports matplotlib now) while the bootstrap runs
@@ -304,7 +305,6 @@ def evaluate(project: ProjectOpt, start: Annotated[str, typer.Option("--from")],
                                               figures=figures.result))
     finally:
         figures.close()
-    _done_skip_teardown()  # the card and the report are written, the plotting child is gone
     if as_json:
         _print_json(doc)
         return
@@ -716,11 +716,14 @@ _skip_teardown = False  # set by a command that wrote and closed everything it o
 
 
 def _done_skip_teardown() -> None:
-    """Let :func:`main` end this process without the interpreter's teardown once the command returns.
+    """Let :func:`main` end this process without the interpreter's teardown once the command returns or
+    fails with a :class:`LoopmlError` (after printing it).
 
     Freeing the modules of SciPy, scikit-learn and LightGBM at exit takes ~0.3 s, a tenth of an
-    evaluation. A command may ask for it only when nothing it opened needs a finalizer: its files are
-    written and closed, its child processes reaped, its DuckDB connections in memory or read-only.
+    evaluation, and a failed evaluation need not wait for its prefetch thread's DuckDB build. A command
+    may ask for it only when nothing it opens needs a finalizer, whether it ends or fails: every file it
+    writes is written and closed in one call, its child processes are reaped, its DuckDB connections are
+    in memory or read-only.
     """
     global _skip_teardown
     _skip_teardown = True
@@ -733,20 +736,35 @@ def main() -> None:
         app()
     except LoopmlError as exc:
         err.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
+        _end_now(1)
         raise SystemExit(1) from None
     except SystemExit as exc:
-        # not under a profiler, coverage or trace: they write their results after the program ends
-        if _skip_teardown and exc.code in (0, None) and sys.gettrace() is None and sys.getprofile() is None:
-            import logging
-
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except OSError:  # a closed pipe: let the interpreter report it as it would
-                raise exc from None
-            logging.shutdown()
-            os._exit(0)
+        if exc.code in (0, None):
+            _end_now(0)
         raise
+
+
+def _end_now(code: int) -> None:
+    """End the process with ``code`` at once if the command asked for it (see :func:`_done_skip_teardown`)."""
+    if not _skip_teardown or _traced():
+        return
+    import logging
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: let the interpreter report it as it would
+        return
+    logging.shutdown()
+    os._exit(code)
+
+
+def _traced() -> bool:
+    """Whether a profiler, coverage or a tracer runs: they write their results after the program ends."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+: coverage's sysmon core, profilers
+    return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
 
 
 if __name__ == "__main__":  # pragma: no cover

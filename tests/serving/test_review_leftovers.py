@@ -105,6 +105,37 @@ def test_a_folder_that_cannot_be_fsynced_is_not_a_failure(tmp_path, monkeypatch,
     assert sorted(PredictionLog(tmp_path).read_predictions()["request_id"]) == ["a", "b"]
 
 
+def test_a_root_or_parent_the_log_cannot_open_is_skipped_not_a_failure(tmp_path, monkeypatch):
+    root = tmp_path / "state"
+    (root / "predictions").mkdir(parents=True)  # made by someone else
+    real = os.open
+
+    def no_parent(path, *args, **kwargs):
+        if pathlib.Path(path) in (tmp_path, root):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predictionlog.os, "open", no_parent)
+    log = PredictionLog(root)
+    log.log_predictions([_pred("a")])
+    assert log.failure is None
+    log.close()
+
+
+def test_a_folder_the_log_made_that_cannot_be_opened_fails_it(tmp_path, monkeypatch):
+    real = os.open
+
+    def no_folder(path, *args, **kwargs):
+        if pathlib.Path(path) == tmp_path / "new" / "predictions":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predictionlog.os, "open", no_folder)
+    log = PredictionLog(tmp_path / "new")
+    with pytest.raises(PredictionLogError, match="Permission denied"):
+        log.log_predictions([_pred("a")])
+
+
 def test_failure_is_none_while_the_log_is_healthy(tmp_path):
     log = PredictionLog(tmp_path)
     log.log_predictions([_pred("a")])

@@ -14,7 +14,6 @@ it evaluates), and the behavioural tests run in a thread beside the robustness p
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,19 +53,12 @@ class WindowPrefetch:
     def __init__(self, project: Project, log: EventLog, start: datetime, end: datetime) -> None:
         self.key = self._key(project, log, start, end)
         self.used = False
-        self.future: Future[pd.DataFrame] = Future()
-        # a daemon thread (not a pool's): an evaluation that fails early, a wrong version say, ends at once
-        # instead of waiting at exit for a build nobody will read
-        threading.Thread(target=self._build, args=(log, project, start - timedelta(days=CALIBRATION_DAYS), end),
-                         name="loopml-prefetch", daemon=True).start()
-
-    def _build(self, log: EventLog, project: Project, start: datetime, end: datetime) -> None:
-        if not self.future.set_running_or_notify_cancel():
-            return
-        try:
-            self.future.set_result(build_dataset(log, project, start, end))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
-            self.future.set_exception(exc)
+        # a pool's (non-daemon) thread: a daemon thread still inside DuckDB when the interpreter shuts down
+        # aborts the process; `loopml evaluate` ends without waiting for it anyway (cli.main)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-prefetch")
+        self.future: Future[pd.DataFrame] = pool.submit(
+            build_dataset, log, project, start - timedelta(days=CALIBRATION_DAYS), end)
+        pool.shutdown(wait=False)
 
     def result(self, project: Project, log: EventLog, start: datetime, end: datetime) -> pd.DataFrame | None:
         """The dataset, if it was prefetched for these arguments (else None: build it afresh).
@@ -231,18 +223,20 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
 
 
 def _fitted_baselines(project: Project, log: EventLog, mv: Any) -> tuple[Any, Any]:
-    """The prior-rate and per-carrier-rate baselines of version ``mv``: as stored with it at training (fitted on
-    the labels it was trained with), else fitted here on every label of its training window."""
+    """The prior-rate and per-carrier-rate baselines of version ``mv``, fitted on the labels it was trained with
+    (those of its training window available at its label cutoff): as stored with it at training, else here."""
     from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
 
     stored = (mv.info or {}).get("baselines") or {}
     if "prior" in stored and stored.get("carrier_rate", {}).get("column") == "carrier":
         return PriorBaseline.from_record(stored["prior"]), GroupRateBaseline.from_record(stored["carrier_rate"])
-    # a version registered before baselines were stored (built after the scoring, not beside it: two DuckDB
-    # threads and two ONNX ones on two cores cost ~0.5 s more CPU than they saved in wall)
+    # a version registered before baselines were stored: refitted on the labels available at its cutoff, as
+    # at training (built after the scoring, not beside it: two DuckDB threads and two ONNX ones on two cores
+    # cost ~0.5 s more CPU than they saved in wall)
     label = project.label.name
+    cutoff = pd.Timestamp(mv.label_cutoff or mv.train_to).to_pydatetime()
     train = build_dataset(log, project, pd.Timestamp(mv.train_from).to_pydatetime(),
-                          pd.Timestamp(mv.train_to).to_pydatetime(), features=[])
+                          pd.Timestamp(mv.train_to).to_pydatetime(), label_cutoff=cutoff, features=[])
     known = train[train[label].notna()]
     y_train = known[label].astype(float).to_numpy()
     return PriorBaseline().fit(y_train), GroupRateBaseline("carrier").fit(known, y_train)

@@ -124,7 +124,7 @@ def _baselines(project: Project, frame: pd.DataFrame) -> dict[str, Any] | None:
     then scores them without rebuilding the training window); None when there is nothing to fit."""
     label = project.label.name
     known = frame[frame[label].notna()]
-    if len(known) == 0:
+    if len(known) == 0 or BASELINE_GROUP not in known.columns:
         return None
     y = known[label].astype(float).to_numpy()
     try:

@@ -68,6 +68,7 @@ class PredictionLog:
         self._closing = False
         self._failure: PredictionLogError | None = None  # set once an fsync failed: nothing is durable after it
         self._new_dirs: set[Path] = set()      # folders with a new entry (segment or folder) not fsynced yet
+        self._maybe_dirs: set[Path] = set()    # folders that may have one (made by someone else): best effort
         self.fsyncs = 0                        # group commits so far (one covers many appends under load)
 
     def _file(self, kind: str) -> Any:
@@ -84,9 +85,11 @@ class PredictionLog:
             self._files[kind] = fh
             # Fsynced by the flusher with the file's first fsync, before any line in it is acknowledged: not
             # here, where the writer (on the event loop) holds the lock and would wait for the disk. The root
-            # and its parent too, whoever made them: another writer on the same state folder may have created
-            # them and not fsynced them yet (a new segment is rare: once per process and kind).
-            self._new_dirs.update((folder, self.root, self.root.parent))
+            # and its parent too, whoever made them (another writer on the same state folder may have, and not
+            # fsynced them yet), as far as they can be opened: a folder this log did not make may not be ours
+            # to read (a new segment is rare: once per process and kind).
+            self._new_dirs.add(folder)
+            self._maybe_dirs.update(d for d in (self.root, self.root.parent) if d not in self._new_dirs)
         return fh
 
     def _append(self, kind: str, records: Iterable[Mapping[str, Any]]) -> int:
@@ -137,11 +140,14 @@ class PredictionLog:
             with self._lock:  # every append up to `target` has been written and flushed
                 fds = [fh.fileno() for fh in self._files.values()]
                 dirs, self._new_dirs = self._new_dirs, set()
+                maybe, self._maybe_dirs = self._maybe_dirs - dirs, set()
             try:
                 for fd in fds:
                     os.fsync(fd)
                 for folder in sorted(dirs):
                     _fsync_dir(folder)
+                for folder in sorted(maybe):
+                    _fsync_dir(folder, best_effort=True)
             except OSError as exc:  # a full or failing disk: fail every waiter now, never acknowledge
                 failure = PredictionLogError(f"could not fsync the prediction log under {self.root}: {exc}")
                 with self._cond:
@@ -220,8 +226,11 @@ class PredictionLog:
                 fh.close()
             self._files.clear()
             dirs, self._new_dirs = self._new_dirs, set()  # left only if a write to a new segment failed
+            maybe, self._maybe_dirs = self._maybe_dirs - dirs, set()
             for folder in sorted(dirs):
                 _fsync_dir(folder)
+            for folder in sorted(maybe):
+                _fsync_dir(folder, best_effort=True)
 
     def __enter__(self) -> PredictionLog:
         return self
@@ -328,16 +337,22 @@ def _resolve(waiters: list[_Waiter], failure: BaseException | None) -> None:
             waiter.set_exception(error)
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: Path, *, best_effort: bool = False) -> None:
     """Fsync ``folder`` itself: the new entries in it (a segment, a subfolder) then survive a power loss.
 
     Where folders cannot be fsynced (Windows cannot open one; some network and FUSE filesystems answer
     EINVAL or ENOTSUP) there is nothing more to do, as PostgreSQL and SQLite also conclude; a real I/O
-    error (EIO, ENOSPC) fails the log.
+    error (EIO, ENOSPC) fails the log. ``best_effort``: a folder this log did not make, which it may not
+    be allowed to open, is skipped then.
     """
     if os.name == "nt":
         return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        if best_effort:
+            return
+        raise
     try:
         os.fsync(fd)
     except OSError as exc:
