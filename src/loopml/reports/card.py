@@ -46,7 +46,8 @@ def model_card(project: str, version: Mapping[str, Any], doc: Mapping[str, Any],
     lines += [f"## Evaluation on {doc['window'][0][:10]} to {doc['window'][1][:10]} ({doc['n']:,} labelled rows)", ""]
     lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_ci(m)} |" for k, m in doc["metrics"].items()]
-    lines += ["", "Baselines:", ""]
+    lines += ["", "Baselines (fitted on the training window's labels available at the label cutoff, as the model "
+              "was; the champion as served):", ""]
     for name, b in doc["baselines"].items():
         parts = [f"{k} {_ci(v)}" for k, v in b.items() if isinstance(v, Mapping) and "ci" in v]
         lines.append(f"- {name}: " + "; ".join(parts))
