@@ -9,11 +9,11 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loopml.events import Replayer
 from loopml.features import Aggregate, Latest, OnlineExecutor, SQLiteOnlineStore
 from loopml.features import online as online_mod
 from loopml.features.online import GroupState, value_at, value_span
 from loopml.timeutil import parse_time
+from tests.features.test_online_lookup import _requests, _written_store
 
 US = timedelta(microseconds=1)
 AGGS = ["count", "sum", "mean", "min", "max", "std", "last", "last_k", "approx_distinct", "approx_quantile"]
@@ -77,29 +77,11 @@ def test_the_span_ends_where_an_event_enters_or_leaves_the_window():
     assert [value_span(late, state, t) for t in (110, 130, 151)] == [(-(1 << 63), 120), (120, 151), (151, 1 << 63)]
 
 
-def _stored(tmp_path, p, ws, t):
-    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
-    writer = OnlineExecutor(p.features, store=store)
-    for source, batch in Replayer(ws.log, writer.sources, start=parse_time("2013-06-20"),
-                                  columns=writer.columns()).advance_to(t):
-        writer.update(source, batch)
-    writer.flush()
-    return store, writer
-
-
 def test_batched_lookups_reuse_kept_values_and_equal_fresh_reads(tmp_path, flights_project, flights_ws, monkeypatch):
-    import duckdb
-
-    from loopml.features.offline import records
-
     p = flights_project
     t = parse_time("2013-07-04T12:00:00Z")
-    store, writer = _stored(tmp_path, p, flights_ws, t)
-    rows = duckdb.connect().execute(
-        f"SELECT * FROM {flights_ws.log.relation_sql('schedule')} WHERE available_time >= ? ORDER BY available_time "
-        "LIMIT 40", [t]).df()
-    rows["sched_dep"] = rows["sched_dep"].dt.tz_convert("UTC")
-    requests = list(records(rows, list(p.spine.request_fields)))
+    store, writer = _written_store(tmp_path, p, flights_ws, t)
+    requests = _requests(flights_ws, p, t, n=40)
     # times before, at and after the state's end, each asked several times and out of order
     times = [t + timedelta(minutes=m) for m in (-400, -90, -61, -60, -59, -1, 0, 0, 1, 30, 30, 180, 2000)]
     rng = random.Random(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -42,3 +43,20 @@ def live_server(app: Any) -> Iterator[str]:
 def serve_live():
     """``with serve_live(app) as hostport: ...``"""
     return live_server
+
+
+def leave_mid_body(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> list[dict]:
+    """POST part of a JSON ``body`` to ``path`` of ASGI ``app`` and disconnect; return the messages the app sent."""
+    messages = iter([{"type": "http.request", "body": body, "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "root_path": "", "scheme": "http",
+             "headers": [(b"content-type", b"application/json"), *(headers or [])], "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    return sent

@@ -167,23 +167,10 @@ def test_a_non_ascii_digit_in_a_length_header_is_a_4xx_not_a_500(client):
 
 
 def test_a_client_that_leaves_mid_body_is_not_counted_as_a_server_error(flights_project, served_ws):
-    import asyncio
+    from tests.serving.conftest import leave_mid_body
 
     app = create_app(build_predictor(flights_project, served_ws))
-    messages = iter([{"type": "http.request", "body": b'{"carrier": "UA"', "more_body": True},
-                     {"type": "http.disconnect"}])
-    sent = []
-
-    async def receive():
-        return next(messages)
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", b"application/json")],
-             "query_string": b"", "root_path": "", "scheme": "http", "server": ("testserver", 80)}
-    asyncio.run(app(scope, receive, send))
-    assert sent == []  # nobody to answer
+    assert leave_mid_body(app, "/predict", b'{"carrier": "UA"') == []  # nobody to answer
     with TestClient(app) as c:
         text = c.get("/metrics").text
     assert 'type="InternalError"' not in text and 'status="500"' not in text

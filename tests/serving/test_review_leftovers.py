@@ -11,6 +11,7 @@ import pytest
 from loopml.errors import PredictionLogError
 from loopml.serving import predictionlog
 from loopml.serving.predictionlog import PredictionLog
+from tests.serving.conftest import leave_mid_body
 
 
 def _pred(rid):
@@ -192,8 +193,6 @@ def test_after_a_failed_log_fsync_the_ready_endpoints_say_not_ready_and_live_sta
 ])
 def test_a_client_that_leaves_mid_body_on_a_routed_path_is_not_a_server_error(flights_project, served_ws, caplog,
                                                                               path, route):
-    import asyncio
-
     from fastapi.testclient import TestClient
 
     from loopml.serving.factory import build_predictor
@@ -204,21 +203,9 @@ def test_a_client_that_leaves_mid_body_on_a_routed_path_is_not_a_server_error(fl
 
     predictor = build_predictor(flights_project, served_ws)
     app = create_app(predictor, load_model=load_model, admin_token="secret")
-    messages = iter([{"type": "http.request", "body": b'{"inputs": ', "more_body": True},
-                     {"type": "http.disconnect"}])
-    sent = []
-
-    async def receive():
-        return next(messages)
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": path.format(version=predictor.version), "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer secret")],
-             "root_path": "", "scheme": "http", "server": ("testserver", 80)}
     with caplog.at_level("ERROR", logger="loopml.serving.http"):
-        asyncio.run(app(scope, receive, send))
+        sent = leave_mid_body(app, path.format(version=predictor.version), b'{"inputs": ',
+                              [(b"authorization", b"Bearer secret")])
     assert sent == []  # nobody to answer
     assert not [r for r in caplog.records if r.name == "loopml.serving.http"]  # no "unhandled error" trace
     with TestClient(app) as c:

@@ -28,9 +28,10 @@ from loopml.errors import InvalidConfig, ModelNotFound
 from loopml.evaluation.gates import Gates, check_gates
 
 if TYPE_CHECKING:
+    from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
     from loopml.events.log import EventLog
     from loopml.project import Project
-    from loopml.registry.registry import Registry
+    from loopml.registry.registry import ModelVersion, Registry
     from loopml.training.model import GBMModel
 
 __all__ = ["Gates", "WindowPrefetch", "evaluate_version", "prefetch_window", "score_window"]
@@ -222,7 +223,7 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
     return doc
 
 
-def _fitted_baselines(project: Project, log: EventLog, mv: Any) -> tuple[Any, Any]:
+def _fitted_baselines(project: Project, log: EventLog, mv: ModelVersion) -> tuple[PriorBaseline, GroupRateBaseline]:
     """The prior-rate and per-carrier-rate baselines of version ``mv``, fitted on the labels it was trained with
     (those of its training window available at its label cutoff): as stored with it at training, else here."""
     from loopml.evaluation.baselines import GroupRateBaseline, PriorBaseline
