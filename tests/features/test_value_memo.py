@@ -130,3 +130,41 @@ def test_a_kept_list_value_is_not_shared_with_the_caller(tmp_path):
     first = reader.get_many([{"k": "a"}], at)[0]
     first["last3"].append(99.0)
     assert reader.get_many([{"k": "a"}], at)[0]["last3"] == [3.0, 2.0, 1.0]
+
+
+def test_states_found_by_key_tuple_are_exactly_those_stored_under_its_text(tmp_path, monkeypatch):
+    """A reader finds states it read before by key tuple (no key text), only while the store's version holds, and
+    never for a key equal to a stored one but of another type (1.0 == 1 == True; their texts differ)."""
+    import pyarrow as pa
+
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    f = Aggregate("n", "ev", "k", "count", timedelta(hours=1))
+    writer = OnlineExecutor([f], store=SQLiteOnlineStore(tmp_path / "online.sqlite"))  # another connection
+    next_id = iter(range(1, 100))
+
+    def write(keys):
+        n = len(keys)
+        writer.update("ev", pa.table({"k": keys, "available_time": [10] * n, "event_time": [10] * n,
+                                      "event_id": [next(next_id) for _ in keys]}))
+        writer.flush()
+
+    write([1, 1])
+    write(["1"])
+    reader = OnlineExecutor([f], store=store)
+    at = parse_time("1970-01-01T00:00:00.000040Z")
+    texts = []
+    real = online_mod.encode_key
+    monkeypatch.setattr(online_mod, "encode_key", lambda key: texts.append(key) or real(key))
+    assert reader.get_many([{"k": 1}, {"k": "1"}], at) == [{"n": 2}, {"n": 1}]
+    texts.clear()
+    # read before, same version: found by tuple, no key text built
+    assert reader.get_many([{"k": 1}, {"k": "1"}, {"k": 1}], at) == [{"n": 2}, {"n": 1}, {"n": 2}]
+    assert texts == []
+    # equal keys of other types are looked up by their own text: nothing is stored under '[1.0]' or '[true]'
+    assert reader.get_many([{"k": 1.0}, {"k": True}], at) == [{"n": 0}, {"n": 0}]
+    assert texts == [(1.0,), (True,)]
+    # another connection commits: the version moves, and the tuple's state is read again
+    write([1])
+    texts.clear()
+    assert reader.get_many([{"k": 1}], at) == [{"n": 3}]
+    assert texts == [(1,)]
