@@ -529,6 +529,9 @@ def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", 
                                                          "those received in the same event-loop turn (no added wait).")] = 0.0,
           batch: Annotated[bool, typer.Option("--batch/--no-batch", help="Micro-batch concurrent requests (on by "
                                               "default: 2x the throughput at 16 concurrent clients, same answers).")] = True,
+          backend: Annotated[str, typer.Option("--backend", help="Scoring engine: auto (the one recorded for the version "
+                                               "at registration: ONNX Runtime where its verified export was faster), "
+                                               "onnx or native (LightGBM).")] = "auto",
           ) -> None:
     """Serve the champion over HTTP (POST /predict) with online features from the online store."""
     import importlib.util
@@ -541,12 +544,12 @@ def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", 
 
     configure_json_logging(log_level.upper())
     proj, ws = _open(project, state)
-    predictor = build_predictor(proj, ws, model_version)
+    predictor = build_predictor(proj, ws, model_version, backend=backend)
     token = os.environ.get("LOOPML_ADMIN_TOKEN") or None  # configuration is read here, never in the core
-    err.print(f"serving {proj.name} v{predictor.version} on http://{host}:{port}"
+    err.print(f"serving {proj.name} v{predictor.version} ({predictor.model.backend}) on http://{host}:{port}"
               + ("" if token else " (admin endpoints disabled: set LOOPML_ADMIN_TOKEN)"))
     follow = watch > 0 and model_version == "champion"  # a pinned version is not replaced by promotions
-    app_ = create_app(predictor, load_model=model_loader(proj, ws), admin_token=token,
+    app_ = create_app(predictor, load_model=model_loader(proj, ws, backend=backend), admin_token=token,
                       watch_champion=champion_resolver(proj, ws) if follow else None, watch_interval=watch,
                       batch_window_ms=batch_window_ms if batch else None)
     # uvloop + httptools (uvicorn[standard]): the asyncio loop and the pure-Python h11 parser cost 3x the CPU

@@ -21,8 +21,9 @@ def test_evaluate_version_explanations_and_scores_equal_the_serial_single_thread
     reg = Registry(f"sqlite:///{tmp_path / 'r.sqlite'}", ArtifactStore(tmp_path / "a"))
     mv, _, _ = train_and_register(flights_project, flights_ws.log, reg, parse_time("2013-02-01"),
                                   parse_time("2013-03-01"))
-    _, model = reg.load(flights_project.name, mv.version)
-    assert model.backend == "onnx"
+    _, model = reg.load(flights_project.name, mv.version)  # the engine evaluation uses: the one recorded
+    _, onnx_model = reg.load(flights_project.name, mv.version, backend="onnx")
+    assert onnx_model.backend == "onnx"
     start, end = parse_time("2013-03-01"), parse_time("2013-03-15")
     doc = evaluate_version(flights_project, flights_ws.log, reg, mv.version, start, end, n_boot=50)
 
@@ -30,9 +31,9 @@ def test_evaluate_version_explanations_and_scores_equal_the_serial_single_thread
     frame = build_dataset(flights_ws.log, flights_project, start, end)
     rows = frame[frame[flights_project.label.name].notna()].reset_index(drop=True)
     X = model.encode_frame(rows)
-    assert len(X) >= 2 * model._onnx.parallel_rows  # large enough to be cut across threads
-    one_call = model._onnx._run(np.ascontiguousarray(X, dtype=np.float32))
-    assert np.array_equal(model._onnx.predict(X), one_call)
+    assert len(X) >= 2 * onnx_model._onnx.parallel_rows  # large enough to be cut across threads
+    one_call = onnx_model._onnx._run(np.ascontiguousarray(X, dtype=np.float32))
+    assert np.array_equal(onnx_model._onnx.predict(X), one_call)
     serial = _explanations(model, rows.sample(200, random_state=0))
     assert doc["explanations"] == serial
     # the behavioural tests ran in a thread beside the robustness probes, with the window's scores

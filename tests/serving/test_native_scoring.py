@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from loopml.registry import ArtifactStore, Registry
-from loopml.training.model import GBMModel
+from loopml.training.model import ROW_LOOP_MAX, GBMModel
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,17 @@ def test_one_row_scores_equal_booster_predict_exactly(native):
     got = np.array([native.predict_rows([r])[0] for r in rows])
     assert native._one_row is not None  # scored through the one-row C API, not Booster.predict
     np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(native.predict_rows(rows), expected)  # batches still use Booster.predict
+    np.testing.assert_array_equal(native.predict_rows(rows), expected)  # more than ROW_LOOP_MAX: Booster.predict
+
+
+def test_small_batches_go_row_by_row_with_the_same_scores(native, monkeypatch):
+    rows = _rows(native, ROW_LOOP_MAX, seed=3)
+    expected = native.booster.predict(native.encode_rows(rows), num_threads=1)
+    calls = []
+    monkeypatch.setattr(native.booster, "predict", lambda *a, **k: calls.append(a))
+    for n in (2, 7, ROW_LOOP_MAX):  # every row of a micro-batch through the one-row C API, at its own offset
+        np.testing.assert_array_equal(native.predict_rows(rows[:n]), expected[:n])
+    assert calls == []  # Booster.predict was not needed
 
 
 def test_one_row_scorer_gives_the_same_scores_from_many_threads(native):

@@ -135,11 +135,16 @@ def _baselines(project: Project, frame: pd.DataFrame) -> dict[str, Any] | None:
 
 
 def _export_onnx(model: GBMModel, frame: pd.DataFrame, registry: Registry, *, rows: int = 2000) -> dict[str, Any]:
-    """Export to ONNX, verify on a sample of real rows, store the verified bytes next to the model."""
-    from loopml.training.onnx import export_onnx
+    """Export to ONNX, verify on a sample of real rows, store the verified bytes next to the model, and record
+    which engine scores the version (``serve``: ONNX Runtime only where it is the faster, see ``choose_engine``)."""
+    from loopml.training.onnx import OnnxScorer, choose_engine, export_onnx
 
     sample = frame.sample(min(rows, len(frame)), random_state=0) if len(frame) else frame
-    blob, report = export_onnx(model.booster, model.encode_frame(sample))
+    X = model.encode_frame(sample)
+    blob, report = export_onnx(model.booster, X)
     if blob is not None:
         report["sha256"] = registry.artifacts.put(blob)
+        # the engine this version is served and scored with, chosen once here so every process agrees
+        report.update(choose_engine(model.predict_raw_matrix, OnnxScorer(blob).predict, X))
+        report["backend"] = report["serve"]
     return report

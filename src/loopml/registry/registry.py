@@ -13,13 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from loopml.errors import ModelNotFound, RegistryError
+from loopml.errors import InvalidConfig, ModelNotFound, RegistryError
 from loopml.registry.artifacts import ArtifactStore
 from loopml.training.model import GBMModel
 
 __all__ = ["ModelVersion", "Registry", "git_commit"]
 
 log = logging.getLogger("loopml.registry")
+BACKENDS = ("auto", "onnx", "native")  # scoring engines Registry.load can be asked for
 
 _meta = sa.MetaData()
 versions_t = sa.Table(
@@ -167,14 +168,27 @@ class Registry:
             by_version.setdefault(a["version"], []).append(a["alias"])
         return [_version(r, by_version.get(r["version"], [])) for r in rows]
 
-    def load(self, model: str, ref: int | str = CHAMPION) -> tuple[ModelVersion, GBMModel]:
-        """The version and its model, loaded only after its artifact's sha256 is verified."""
+    def load(self, model: str, ref: int | str = CHAMPION, *, backend: str = "auto") -> tuple[ModelVersion, GBMModel]:
+        """The version and its model, loaded only after its artifact's sha256 is verified.
+
+        ``backend`` picks the scoring engine: ``"auto"`` the one recorded for the version at registration (ONNX
+        Runtime where its verified export was the faster, else LightGBM; versions registered before that choice
+        existed: ONNX), ``"onnx"`` its verified ONNX export if it has one, ``"native"`` LightGBM.
+        """
+        if backend not in BACKENDS:
+            raise InvalidConfig(f"backend must be one of {list(BACKENDS)}; got {backend!r}")
         mv = self.get(model, ref)
         gbm = GBMModel.from_bytes(self.artifacts.get(mv.artifact_sha256))
         onnx = mv.info.get("onnx") or {}
-        if onnx.get("sha256"):
+        chosen = onnx.get("serve", "onnx") if backend == "auto" else backend
+        if onnx.get("sha256") and chosen == "native":
+            gbm.backend_reason = (onnx.get("reason") if backend == "auto" and onnx.get("reason")
+                                  else "LightGBM asked for (--backend native); the verified ONNX export is stored")
+        elif onnx.get("sha256"):
             try:
                 gbm.use_onnx(self.artifacts.get(onnx["sha256"]))
+                if backend == "auto" and onnx.get("serve") == "onnx":
+                    gbm.backend_reason = onnx.get("reason", gbm.backend_reason)
             except Exception as exc:  # any failure: keep serving natively, and say why
                 gbm.backend_reason = f"ONNX load failed: {type(exc).__name__}: {exc}"
                 log.warning("model %s v%s served natively: %s", model, mv.version, gbm.backend_reason)

@@ -18,12 +18,13 @@ from loopml.workspace import Workspace
 __all__ = ["build_predictor", "champion_resolver", "model_loader"]
 
 
-def model_loader(project: Project, ws: Workspace) -> Callable[[str], tuple[int, GBMModel]]:
-    """``ref -> (version, model)`` from the state's registry (artifact sha256 verified on load)."""
+def model_loader(project: Project, ws: Workspace, *, backend: str = "auto") -> Callable[[str], tuple[int, GBMModel]]:
+    """``ref -> (version, model)`` from the state's registry (artifact sha256 verified on load); ``backend``: the
+    scoring engine (see :meth:`~loopml.registry.Registry.load`)."""
     registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
 
     def load(ref: str) -> tuple[int, GBMModel]:
-        mv, model = registry.load(project.name, ref)
+        mv, model = registry.load(project.name, ref, backend=backend)
         project.check_model_features(mv.info, version=mv.version)  # never serve redefined features
         return mv.version, model
 
@@ -36,10 +37,12 @@ def champion_resolver(project: Project, ws: Workspace) -> Callable[[], int]:
     return lambda: registry.resolve(project.name, Registry.CHAMPION)
 
 
-def build_predictor(project: Project, ws: Workspace, model_version: str | int = "champion") -> Predictor:
-    """Champion (or ``model_version``) + the SQLite online store + the state's prediction log."""
+def build_predictor(project: Project, ws: Workspace, model_version: str | int = "champion", *,
+                    backend: str = "auto") -> Predictor:
+    """Champion (or ``model_version``) + the SQLite online store + the state's prediction log; ``backend``: the
+    scoring engine (``auto``: the one recorded for the version, see :meth:`~loopml.registry.Registry.load`)."""
     registry = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
-    mv, model = registry.load(project.name, model_version)
+    mv, model = registry.load(project.name, model_version, backend=backend)
     project.check_model_features(mv.info, version=mv.version)  # never serve redefined features
     store = SQLiteOnlineStore(ws.online_path)
     online = OnlineExecutor(project.features, store=store)

@@ -2,10 +2,13 @@
 
 At registration a model is exported with onnxmltools and scored by ONNX Runtime and by LightGBM on
 a held-out sample; the export is kept only if every score agrees within ``tolerance`` (1e-5).
-Serving then uses ONNX Runtime; any export or load failure leaves the model on the native path, with
-the reason recorded. For the flights model (300 trees) a one-row call takes about as long as
-``Booster.predict`` and a 16-row call 2-2.5x as long (``bench/bench_serving.py --onnx``,
-bench/RESULTS.md). Both batch and online scoring use the same path, so they still agree exactly.
+Then :func:`choose_engine` times ONNX Runtime against LightGBM's one-row C API (one row, and 32 rows) and the
+faster is recorded with the version (``info["onnx"]["serve"]``): every process that loads the version
+scores it with that engine, so batch and online scoring still agree exactly. Any export or load failure
+leaves the model on the native path, with the reason recorded. For the flights model (300 trees,
+categorical splits that the export unrolls into chains of equality tests) ONNX Runtime takes ~33 us for
+one row against ~9 for the one-row C API and 2-2.5x ``Booster.predict``'s time for 16 rows
+(``bench/bench_serving.py --onnx``, bench/RESULTS.md): it is served natively.
 
 A batch of 512 rows or more (evaluation, batch scoring) is cut into a few contiguous parts scored at once by the
 same one-thread session from a few threads (ONNX Runtime's ``run`` is thread-safe and releases the
@@ -18,14 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import sys
+import statistics
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OnnxScorer", "export_onnx"]
+__all__ = ["OnnxScorer", "choose_engine", "export_onnx"]
 
 
 class OnnxScorer:
@@ -119,3 +126,41 @@ def export_onnx(booster: Any, X_check: np.ndarray, *, tolerance: float = 1e-5) -
         return None, {**report, "backend": "native",
                       "reason": f"ONNX scores differ from LightGBM's by up to {diff:.2e} (> {tolerance:.0e})"}
     return blob, {**report, "backend": "onnx"}
+
+
+def choose_engine(native: Callable[[np.ndarray], Any], onnx: Callable[[np.ndarray], Any], X: np.ndarray, *,
+                  batch: int = 32, repeats: int = 40, rounds: int = 3) -> dict[str, Any]:
+    """Which engine scores online requests faster: ``{"serve": "onnx" | "native", "reason", "timing_us"}``.
+
+    Times ``native`` and ``onnx`` (each scores a float64 matrix) on one row and on ``batch`` rows of ``X``:
+    per engine and size, ``rounds`` runs of a few warm-up calls then ``repeats`` timed ones, in turn, and the
+    lowest run median (the warm cost, which a busy machine only inflates). ONNX Runtime is served only if it
+    is faster at both sizes (a served request is scored alone or in a micro-batch of a few). Made once, at
+    registration, and stored with the version, so every process serving or scoring it uses the same engine.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if len(X) == 0:
+        return {"serve": "onnx", "reason": "no rows to time the engines on", "timing_us": {}}
+    one, many = X[:1], X[np.arange(batch) % len(X)]
+    cases = (("native_row", native, one), ("onnx_row", onnx, one), ("native_batch", native, many),
+             ("onnx_batch", onnx, many))
+    best = dict.fromkeys([name for name, _, _ in cases], math.inf)
+    for _ in range(rounds):
+        for name, fn, x in cases:
+            for _ in range(5):
+                fn(x)
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn(x)
+                ts.append(time.perf_counter() - t)
+            best[name] = min(best[name], statistics.median(ts))
+    us = {k: round(v * 1e6, 1) for k, v in best.items()}
+    faster = us["onnx_row"] < us["native_row"] and us["onnx_batch"] < us["native_batch"]
+    measured = (f"one row {us['onnx_row']:.0f} us with ONNX Runtime vs {us['native_row']:.0f} natively, "
+                f"{batch} rows {us['onnx_batch']:.0f} vs {us['native_batch']:.0f} (measured at registration)")
+    if faster:
+        return {"serve": "onnx", "reason": f"verified ONNX export, faster: {measured}", "timing_us": us}
+    return {"serve": "native", "timing_us": us,
+            "reason": f"LightGBM scores this model faster than ONNX Runtime: {measured}; the verified ONNX export is "
+                      f"stored (serve it with --backend onnx)"}
