@@ -3,13 +3,15 @@
 What is measured
 ----------------
 The flights champion of a short demo state (``loopml demo --until 2013-03-03 --policy static``:
-a LightGBM model trained on Jan-Feb 2013, registered with its verified ONNX export) is served
-five ways, each in a fresh process per round, all on 127.0.0.1 with ``OMP_NUM_THREADS=1``:
+a LightGBM model trained on Jan-Feb 2013, registered with its verified ONNX export and the engine
+measured faster for it, LightGBM's one-row C API) is served five ways, each in a fresh process per
+round, all on 127.0.0.1 with ``OMP_NUM_THREADS=1``:
 
 - ``loopml``: ``loopml serve --project examples/flights --state S --port N``; the request is the
   flight's six request fields (``POST /predict``); the server validates them, looks the 14 stored
-  features up in the SQLite online store, scores with ONNX Runtime and appends the prediction
-  (features included) to the durable prediction log before answering.
+  features up in the SQLite online store, scores with the version's recorded engine and appends the
+  prediction (features included) to the durable prediction log before answering.
+- ``loopml_onnx``: the same served with its verified ONNX export (``--backend onnx``).
 - ``loopml_batch``: the same with loopml's adaptive micro-batching on (``--batch-window-ms 2``).
 - ``loopml_varied``: ``loopml`` asked for the last 256 distinct flights the demo served, in turn (each at its
   own time, its own plane, route and airports), instead of one flight over and over: the lookup reads and
@@ -30,8 +32,8 @@ five ways, each in a fresh process per round, all on 127.0.0.1 with ``OMP_NUM_TH
 
 Peers get the feature row that loopml's online executor computes for the same flight and time
 (encoded exactly as loopml encodes it), so every server scores the same booster on the same row.
-Before timing, each server's answer is checked against ``Booster.predict`` on that row (1e-5:
-loopml serves the ONNX export, verified to that tolerance at registration). Peers run in their own
+Before timing, each server's answer is checked against ``Booster.predict`` on that row (1e-5: the
+ONNX export is verified to that tolerance at registration). Peers run in their own
 virtual environments under bench/.out/serving/ (created here on first run), never in loopml's.
 
 Load: wrk 4 (C, HTTP/1.1 keep-alive, closed loop), one thread, ``-c1`` and ``-c16``, a Lua POST
@@ -100,7 +102,7 @@ VENVS = {
 }
 PORTS = {"loopml": 18701, "mlflow": 18702, "mlserver": 18703, "fastapi": 18706, "asgi_const": 18707, "asgi_const_std": 18708,
          "loopml_batch": 18709, "loopml_before": 18710, "loopml_varied": 18711,
-         "loopml_varied_before": 18712}
+         "loopml_varied_before": 18712, "loopml_onnx": 18713}
 
 FASTAPI_APP = '''"""Naive baseline (peers/serving/fastapi_app.py with LightGBM): one JSON row in, predict out."""
 import os
@@ -286,7 +288,7 @@ def servers(info: dict, *, after: Path | None = None, before: tuple[str, Path] |
     """The servers to compare; ``after``/``before``: loopml's src/ from a worktree instead of this checkout."""
     out = _servers(info)
     if after is not None:
-        for n in ("loopml", "loopml_batch", "loopml_varied"):
+        for n in ("loopml", "loopml_onnx", "loopml_batch", "loopml_varied"):
             out[n]["env"] = {"PYTHONPATH": str(after)}
     if before is not None:
         rev, src = before
@@ -311,6 +313,11 @@ def _servers(info: dict) -> dict[str, dict]:
             cmd=[str(LOOPML_PY.parent / "loopml"), "serve", "--project", str(PROJECT), "--state", str(STATE),
                  "--port", str(PORTS["loopml"])],
             health=f"{host}:{PORTS['loopml']}/health", url=f"{host}:{PORTS['loopml']}/predict",
+            body=info["request"], score=lambda d: d["score"]),
+        "loopml_onnx": dict(
+            cmd=[str(LOOPML_PY.parent / "loopml"), "serve", "--project", str(PROJECT), "--state", str(STATE),
+                 "--backend", "onnx", "--port", str(PORTS["loopml_onnx"])],
+            health=f"{host}:{PORTS['loopml_onnx']}/health", url=f"{host}:{PORTS['loopml_onnx']}/predict",
             body=info["request"], score=lambda d: d["score"]),
         "loopml_batch": dict(
             cmd=[str(LOOPML_PY.parent / "loopml"), "serve", "--project", str(PROJECT), "--state", str(STATE),
@@ -462,16 +469,19 @@ def inprocess(n: int) -> dict:
         res["predictor_predict_many"] = _timed(lambda: predictor.predict_many([request]), n)
         predictor.log.close()
     predictor.log = None
-    res["predictor_predict_many_nolog"] = _timed(lambda: predictor.predict_many([request]), n)
-    # the same with the model scored natively (LightGBM's one-row C API) instead of by ONNX Runtime
+    res["predictor_predict_many_nolog"] = _timed(lambda: predictor.predict_many([request]), n) | {
+        "backend": model.backend}
+    # the same with the other engine: natively (LightGBM's one-row C API) and with the verified ONNX export
     from loopml.registry import ArtifactStore, Registry
-    from loopml.training.model import GBMModel
 
     ws = Workspace.for_project(proj, STATE)
     reg = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
-    predictor.swap(GBMModel.from_bytes(reg.artifacts.get(reg.get(proj.name, predictor.version).artifact_sha256)),
-                   predictor.version)
-    res["predictor_predict_many_nolog_native"] = _timed(lambda: predictor.predict_many([request]), n)
+    for engine in ("native", "onnx"):
+        try:
+            predictor.swap(reg.load(proj.name, predictor.version, backend=engine)[1], predictor.version)
+        except TypeError:  # a loopml from before the engine could be chosen (--before REV)
+            continue
+        res[f"predictor_predict_many_nolog_{engine}"] = _timed(lambda: predictor.predict_many([request]), n)
     return res
 
 
