@@ -279,6 +279,9 @@ class OnlineExecutor:
             pos = len(self._group_feats[gid]) - 1 if gid is not None else -1
             self._plan_pos.append((f, gid, pos, isinstance(f, Aggregate) and f.agg == "last_k"))
         self._absent = {gid: [value_at(f, None, 0) for f in fs] for gid, fs in self._group_feats.items()}
+        # per group, its features with their window in microseconds (None: not a window aggregate)
+        self._group_windows = {gid: [(f, duration_us(f.window) if isinstance(f, Aggregate) else None) for f in fs]
+                               for gid, fs in self._group_feats.items()}
         self._decode_cache: dict[tuple[str, str], tuple[bytes, GroupState]] = {}
         self._fresh: dict[tuple[str, str], GroupState | None] = {}  # what the store held at _fresh_version
         # the same states by (group id, key tuple), for keys of plain text and integers only: a lookup then
@@ -565,9 +568,14 @@ class OnlineExecutor:
         if memo and memo[0] <= t_us < memo[1]:
             return memo[2]
         lo, hi, values = _EARLIEST, _LATEST, []
-        for f in self._group_feats[gid]:
-            values.append(value_at(f, st, t_us))
-            a, b = value_span(f, st, t_us)
+        bounds: dict[int, tuple[int, int]] = {}  # window (us) -> its events' positions: once per window, not per feature
+        for f, window in self._group_windows[gid]:
+            if window is None:
+                where = None
+            elif (where := bounds.get(window)) is None:
+                where = bounds[window] = window_bounds(st, t_us, window)
+            values.append(value_at(f, st, t_us, where))
+            a, b = value_span(f, st, t_us, where)
             if a > lo:
                 lo = a
             if b < hi:
@@ -603,8 +611,19 @@ def _groups_of(plan: list[tuple[Feature, str | None, tuple[str, ...]]]) -> list[
     return list(dict.fromkeys((gid, keys) for _, gid, keys in plan if gid is not None))
 
 
-def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
-    """The value of stored feature ``f`` at ``t_us`` from one entity's state (None: no state); shared by both executors."""
+def window_bounds(st: GroupState, t_us: int, window_us: int) -> tuple[int, int]:
+    """``(lo, hi)``: the positions in ``st.ts`` of the events in the window ``(t - window, t]`` (``ts[lo:hi]``)."""
+    ts = st.ts
+    hi = bisect.bisect_right(ts, t_us)
+    return bisect.bisect_right(ts, t_us - window_us, 0, hi), hi
+
+
+def value_at(f: Feature, st: GroupState | None, t_us: int, bounds: tuple[int, int] | None = None) -> Any:
+    """The value of stored feature ``f`` at ``t_us`` from one entity's state (None: no state); shared by both executors.
+
+    ``bounds``: ``window_bounds(st, t_us, window)`` of an aggregate ``f`` if the caller has it (features of one
+    group with the same window share it).
+    """
     if isinstance(f, Latest):
         if st is None:
             return None
@@ -617,9 +636,7 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
     if isinstance(f, Aggregate):
         if st is None:
             return 0.0 if f.agg in ("count", "approx_distinct") else None
-        ts = st.ts
-        hi = bisect.bisect_right(ts, t_us)
-        lo = bisect.bisect_right(ts, t_us - duration_us(f.window), 0, hi)
+        lo, hi = bounds or window_bounds(st, t_us, duration_us(f.window))
         if f.column is None:
             return float(hi - lo)
         if f.agg == "approx_distinct":
@@ -666,13 +683,13 @@ def value_at(f: Feature, st: GroupState | None, t_us: int) -> Any:
     raise TypeError(f"not a stored feature: {f!r}")
 
 
-def value_span(f: Feature, st: GroupState | None, t_us: int) -> tuple[int, int]:
+def value_span(f: Feature, st: GroupState | None, t_us: int, bounds: tuple[int, int] | None = None) -> tuple[int, int]:
     """The times ``[lo, hi)`` around ``t_us`` at which ``value_at(f, st, .)`` gives what it gives at ``t_us``.
 
     ``value_at`` reads a window aggregate from the events in ``(t - window, t]`` only -- which events,
     not where ``t`` falls between them -- so its value holds until an event enters or leaves the window;
     a latest value holds until it becomes available, or too old (``max_age``). Open sides are
-    ``-2**63`` and ``2**63``.
+    ``-2**63`` and ``2**63``. ``bounds``: as for :func:`value_at`.
     """
     if st is None:
         return _EARLIEST, _LATEST
@@ -689,8 +706,7 @@ def value_span(f: Feature, st: GroupState | None, t_us: int) -> tuple[int, int]:
         return (avail, edge + 1) if t_us <= edge else (max(avail, edge + 1), _LATEST)
     if isinstance(f, Aggregate):
         ts, window = st.ts, duration_us(f.window)
-        hi = bisect.bisect_right(ts, t_us)
-        lo = bisect.bisect_right(ts, t_us - window, 0, hi)
+        lo, hi = bounds or window_bounds(st, t_us, window)
         start = max(ts[hi - 1] if hi else _EARLIEST, ts[lo - 1] + window if lo else _EARLIEST)
         end = min(ts[hi] if hi < len(ts) else _LATEST, ts[lo] + window if lo < len(ts) else _LATEST)
         return start, end
