@@ -478,9 +478,14 @@ def inprocess(n: int) -> dict:
     reg = Registry(ws.registry_url, ArtifactStore(ws.artifacts))
     for engine in ("native", "onnx"):
         try:
-            predictor.swap(reg.load(proj.name, predictor.version, backend=engine)[1], predictor.version)
-        except TypeError:  # a loopml from before the engine could be chosen (--before REV)
-            continue
+            model = reg.load(proj.name, predictor.version, backend=engine)[1]
+        except TypeError:  # a loopml from before the engine could be chosen (--before REV): native as it measured
+            if engine == "onnx":
+                continue
+            from loopml.training.model import GBMModel
+
+            model = GBMModel.from_bytes(reg.artifacts.get(reg.get(proj.name, predictor.version).artifact_sha256))
+        predictor.swap(model, predictor.version)
         res[f"predictor_predict_many_nolog_{engine}"] = _timed(lambda: predictor.predict_many([request]), n)
     return res
 

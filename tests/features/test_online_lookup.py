@@ -127,7 +127,7 @@ def test_reader_without_cache_reads_the_store_on_every_lookup_and_agrees_with_th
             a = r["sched_dep"] - p.spine.lead
             assert uncached.get(r, a) == cached.get(r, a) == writer.get(r, a)
     assert len(reads) == 2 * len(requests)
-    assert not uncached._fresh and not uncached._decode_cache
+    assert not uncached._fresh[1] and not uncached._fresh[2] and not uncached._decode_cache
 
 
 def test_sqlite_store_page_cache_is_set_on_every_threads_connection_and_validated(tmp_path):

@@ -168,3 +168,56 @@ def test_states_found_by_key_tuple_are_exactly_those_stored_under_its_text(tmp_p
     texts.clear()
     assert reader.get_many([{"k": 1}], at) == [{"n": 3}]
     assert texts == [(1,)]
+
+
+def test_a_lookup_from_another_thread_never_trusts_a_version_read_on_this_one(tmp_path):
+    """``data_version`` counts per connection (one per thread): a version read on one thread must not validate
+    what a thread with a fresh connection sees, or a commit made between them would be missed."""
+    import threading
+
+    import pyarrow as pa
+
+    f = Aggregate("n", "ev", "k", "count", timedelta(hours=1))
+    writer = OnlineExecutor([f], store=SQLiteOnlineStore(tmp_path / "online.sqlite"))
+    next_id = iter(range(1, 100))
+
+    def write(n):
+        writer.update("ev", pa.table({"k": ["a"] * n, "available_time": [10] * n, "event_time": [10] * n,
+                                      "event_id": [next(next_id) for _ in range(n)]}))
+        writer.flush()
+
+    write(1)
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    reader = OnlineExecutor([f], store=store)
+    at = parse_time("1970-01-01T00:00:00.000040Z")
+    assert reader.get_many([{"k": "a"}], at) == [{"n": 1}]  # cached under this thread's connection's version
+    write(1)  # another connection commits
+    seen = []
+    worker = threading.Thread(target=lambda: seen.extend(reader.get_many([{"k": "a"}, {"k": "a"}], at)))
+    worker.start()
+    worker.join()
+    assert seen == [{"n": 2}, {"n": 2}]
+    assert reader.get_many([{"k": "a"}], at) == [{"n": 2}]
+    versions = []
+    worker = threading.Thread(target=lambda: versions.append(store.version()))
+    worker.start()
+    worker.join()
+    assert versions[0] != store.version()  # equal counts on two connections are not the same version
+
+
+def test_states_read_by_text_are_found_by_tuple_afterwards(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    f = Aggregate("n", "ev", "k", "count", timedelta(hours=1))
+    writer = OnlineExecutor([f], store=SQLiteOnlineStore(tmp_path / "online.sqlite"))
+    writer.update("ev", pa.table({"k": ["a"], "available_time": [10], "event_time": [10], "event_id": [1]}))
+    writer.flush()
+    reader = OnlineExecutor([f], store=SQLiteOnlineStore(tmp_path / "online.sqlite"))
+    at = parse_time("1970-01-01T00:00:00.000040Z")
+    assert reader.get({"k": "a"}, at) == {"n": 1}  # read by key text (get)
+    texts = []
+    real = online_mod.encode_key
+    monkeypatch.setattr(online_mod, "encode_key", lambda key: texts.append(key) or real(key))
+    assert reader.get_many([{"k": "a"}], at) == [{"n": 1}]  # the same version: kept by tuple now
+    assert reader.get_many([{"k": "a"}], at) == [{"n": 1}]
+    assert texts == [("a",)]

@@ -62,3 +62,23 @@ def test_one_row_scorer_gives_the_same_scores_from_many_threads(native):
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda r: float(native.predict_rows([r])[0]), rows * 4))
     assert got == expected * 4
+
+
+def test_a_multi_output_booster_is_scored_by_booster_predict_and_wrong_widths_are_refused():
+    import lightgbm as lgb
+
+    from loopml.errors import SchemaError
+    from loopml.training.model import _OneRow
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 3))
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
+                        lgb.Dataset(X, label=rng.integers(0, 3, 300)), num_boost_round=5)
+    model = GBMModel(booster, ["a", "b", "c"], {})
+    # the one-row C API would write 3 scores a row into a buffer of one: never used for such a booster
+    np.testing.assert_array_equal(model.predict_raw_matrix(X[:4]), booster.predict(X[:4], num_threads=1))
+    assert model._one_row is False
+    binary = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1},
+                       lgb.Dataset(X, label=(X[:, 0] > 0).astype(float)), num_boost_round=5)
+    with pytest.raises(SchemaError, match="rows have 6 values, the model has 3 features"):
+        _OneRow(binary, 3).predict(np.zeros((2, 6)))

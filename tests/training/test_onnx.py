@@ -76,6 +76,14 @@ def test_registration_records_the_faster_engine_and_every_load_follows_it(frame,
         assert auto.backend == recorded and auto.backend_reason == f"recorded: {recorded}"
         for asked in ("onnx", "native"):
             assert reg.load("m", mv.version, backend=asked)[1].backend == asked
+    native = reg.load("m", mv.version, backend="native")[1]
+    assert native.backend == "native" and native.backend_reason.startswith("LightGBM asked for")
+    # asked for ONNX where the export was refused: served natively, and the reason says both
+    failed = reg.register("m", model.to_bytes(), feature_hash="h", metrics={},
+                          info={"onnx": {"backend": "native", "reason": "ONNX export failed: boom"}})
+    forced = reg.load("m", failed.version, backend="onnx")[1]
+    assert forced.backend == "native" and "ONNX asked for" in forced.backend_reason and "boom" in forced.backend_reason
+    assert reg.load("m", failed.version)[1].backend_reason == "ONNX export failed: boom"
     # a version registered before the choice was recorded is served as it was: with its verified ONNX export
     old = {k: v for k, v in info.items() if k not in ("serve", "reason", "timing_us")}
     mv = reg.register("m", model.to_bytes(), feature_hash="h", metrics={}, info={"onnx": old})

@@ -283,11 +283,11 @@ class OnlineExecutor:
         self._group_windows = {gid: [(f, duration_us(f.window) if isinstance(f, Aggregate) else None) for f in fs]
                                for gid, fs in self._group_feats.items()}
         self._decode_cache: dict[tuple[str, str], tuple[bytes, GroupState]] = {}
-        self._fresh: dict[tuple[str, str], GroupState | None] = {}  # what the store held at _fresh_version
-        # the same states by (group id, key tuple), for keys of plain text and integers only: a lookup then
-        # needs no key text (see get_many); filled and cleared with _fresh
-        self._fresh_keys: dict[tuple[str, Key], GroupState | None] = {}
-        self._fresh_version: Any = None
+        # What the store held at one version: (version, states by (group id, key text), the same states by
+        # (group id, key tuple) for keys of plain text and integers, so a lookup needs no key text: see get_many).
+        # Replaced as a whole, never cleared in place: a thread still filling an older one fills an orphan, and
+        # the states in a triple are always those of its version.
+        self._fresh: _Fresh = (None, {}, {})
         self.decode_cache_size = 20_000  # entities whose decoded store state is kept for lookups
 
     @property
@@ -449,30 +449,28 @@ class OnlineExecutor:
         A store that can say "nothing changed since" (SQLite's ``data_version``) is not read again
         until something commits: what was read at a version is kept in ``_fresh`` (while
         ``decode_cache_size`` > 0) and served while the version stays the same. ``keys``: each pair's
-        key tuple where it is plain (:func:`_plain_key`; else None), kept in ``_fresh_keys`` too.
+        key tuple where it is plain (:func:`_plain_key`; else None), kept by tuple too.
         ``checked``: the store's version as the caller just read it (None: ask; saves asking twice).
         """
-        store, fresh = self.store, self._fresh
+        store = self.store
+        cached_version, fresh, fresh_keys = self._fresh  # one snapshot: its states are those of its version
         versioned = hasattr(store, "get_many_versioned")
         cache = versioned and self.decode_cache_size > 0
         if cache and all(p in fresh for p in pairs) and (
-                store.version() if checked is None else checked) == self._fresh_version:
-            found = [fresh.get(p, _UNREAD) for p in pairs]  # .get: another thread may clear it meanwhile
-            if _UNREAD not in found:
-                for pair, key, st in zip(pairs, keys or (), found):  # read by text before (get): by tuple from now
-                    if key is not None:
-                        self._fresh_keys[(pair[0], key)] = st
-                return found
+                store.version() if checked is None else checked) == cached_version:
+            found = [fresh[p] for p in pairs]
+            for pair, key, st in zip(pairs, keys or (), found):  # read by text before (get): by tuple from now
+                if key is not None:
+                    fresh_keys[(pair[0], key)] = st
+            return found
         if cache:
             version, blobs = store.get_many_versioned(pairs)  # the blobs and the version they were read at
         else:  # nothing is kept, so the version would not be used
             version, blobs = None, store.get_many(pairs)
-        if cache and (version != self._fresh_version or len(fresh) + len(pairs) > self.decode_cache_size):
-            fresh.clear()
-            self._fresh_keys.clear()
-            self._fresh_version = version
+        if cache and (version != cached_version or len(fresh) + len(pairs) > self.decode_cache_size):
+            fresh, fresh_keys = {}, {}
+            self._fresh = (version, fresh, fresh_keys)
         out = []
-        fresh_keys = self._fresh_keys
         for i, (pair, blob) in enumerate(zip(pairs, blobs, strict=True)):
             st = None if blob is None else self._decoded(pair, blob)
             if cache:
@@ -515,9 +513,10 @@ class OnlineExecutor:
         # What the store held at the version it still has is found by key tuple, without building key text
         # (7 groups x ~0.7 us a request): one version check for the batch, then dictionary lookups.
         store = self.store
-        version = (store.version() if store is not None and self._fresh_keys and hasattr(store, "get_many_versioned")
+        cached_version, _, cached_keys = self._fresh
+        version = (store.version() if store is not None and cached_keys and hasattr(store, "get_many_versioned")
                    else _UNREAD)
-        known = self._fresh_keys if version is not _UNREAD and version == self._fresh_version else _NO_KEYS
+        known = cached_keys if version is not _UNREAD and version == cached_version else _NO_KEYS
         for i, request in enumerate(requests):
             states: dict[str, GroupState | None] = {}
             for gid, keys in self._plan_groups:
@@ -591,6 +590,7 @@ class OnlineExecutor:
 
 
 _UNREAD: Any = object()
+_Fresh = tuple[Any, dict[tuple[str, str], "GroupState | None"], dict[tuple[str, Key], "GroupState | None"]]
 _NO_KEYS: dict[Any, Any] = {}  # no state is known by key tuple (the store's version moved): never filled
 
 

@@ -8,6 +8,7 @@ suite (tests/features/test_online_stores.py).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loopml.errors import InvalidConfig
+
+_CONNECTIONS = itertools.count()  # serial numbers of SQLite connections (see SQLiteOnlineStore.version)
 
 __all__ = ["OnlineStore", "RedisOnlineStore", "SQLiteOnlineStore", "open_store"]
 
@@ -65,18 +68,24 @@ class SQLiteOnlineStore:
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute(f"PRAGMA cache_size=-{self.cache_mib * 1024}")  # negative: KiB, not pages
             self._local.con = con
+            self._local.serial = next(_CONNECTIONS)
         return con
 
-    def version(self) -> tuple[int, int]:
+    def version(self) -> tuple[int, int, int]:
         """Changes whenever state may have changed: a commit by any other connection (``PRAGMA data_version``,
-        ~2 us) or a write through this object. A reader caches what it read while this stays the same."""
-        return self._con().execute("PRAGMA data_version").fetchone()[0], self._writes
+        ~2 us) or a write through this object. A reader caches what it read while this stays the same.
+
+        ``data_version`` counts per connection (one per thread here), so the version starts with the connection's
+        serial number: versions read on two threads never compare equal (an id() could be reused by a later
+        connection whose count happens to match)."""
+        con = self._con()
+        return self._local.serial, con.execute("PRAGMA data_version").fetchone()[0], self._writes
 
     def get(self, group: str, key: str) -> bytes | None:
         row = self._con().execute("SELECT blob FROM state WHERE grp = ? AND key = ?", (group, key)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def get_many_versioned(self, pairs: Sequence[tuple[str, str]]) -> tuple[tuple[int, int], list[bytes | None]]:
+    def get_many_versioned(self, pairs: Sequence[tuple[str, str]]) -> tuple[tuple[int, int, int], list[bytes | None]]:
         """:meth:`get_many` and the :meth:`version` those blobs were read at, in one statement.
 
         One statement is one read transaction: the blobs are exactly what the store held at that
@@ -84,9 +93,10 @@ class SQLiteOnlineStore:
         """
         writes = self._writes  # read before the statement: a write racing it only makes the cache re-read
         con = self._con()
+        serial = self._local.serial
         if len(pairs) == 1:
             row = con.execute(_VERSIONED_ONE, pairs[0]).fetchone()
-            return (row[0], writes), [None if row[1] is None else bytes(row[1])]
+            return (serial, row[0], writes), [None if row[1] is None else bytes(row[1])]
         found: dict[tuple[str, str], bytes] = {}
         version = None
         for lo in range(0, max(len(pairs), 1), 199):  # + the version row: 200 terms, as get_many
@@ -98,7 +108,7 @@ class SQLiteOnlineStore:
                     version = v if version in (None, v) else -1
                 else:
                     found[(g, k)] = bytes(b)
-        return (version, writes), [found.get(p) for p in pairs]
+        return (serial, version, writes), [found.get(p) for p in pairs]
 
     def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
         """Blobs for many (group, key) pairs in one query, in the order asked (None where absent)."""

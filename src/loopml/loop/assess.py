@@ -171,8 +171,8 @@ def evaluate_version(project: Project, log: EventLog, registry: Registry, ref: s
 
     lap("slices")
     splits = _split_points(model, registry, mv.info)
-    # the behavioural tests in a thread beside the robustness probes: both mostly wait on ONNX Runtime
-    # (no GIL), each on its own rows, so the two use both cores and give what they give one after the other
+    # the behavioural tests in a thread beside the robustness probes: both mostly wait on the scoring engine
+    # (ONNX Runtime or LightGBM's C API: no GIL), each on its own rows, so the two use both cores and give what they give one after the other
     tests_pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-behaviour")
     behaviour_tests = tests_pool.submit(run_behaviour_tests, model, rows.copy(), project.behaviour, scores=p,
                                         split_points=splits) if project.behaviour else None

@@ -383,7 +383,7 @@ class LoopController:
             project, self.log, self.registry, train_start, holdout_start, label_cutoff=at, parent=champion_v,
             init_model=init, info={"trigger": pol.trigger, "cadence": pol.cadence, "mode": pol.mode,
                                    "at": at.isoformat()}, at=at)
-        _, challenger = self.registry.load(name, mv.version)  # as it will be served: verified, ONNX if exported
+        _, challenger = self.registry.load(name, mv.version)  # as it will be served: verified, with its recorded engine
         hold = build_dataset(self.log, p, holdout_start, at, label_cutoff=at)
         hold = hold[hold[p.label.name].notna()]
         y = hold[p.label.name].astype(float).to_numpy()

@@ -182,8 +182,8 @@ class Registry:
         onnx = mv.info.get("onnx") or {}
         chosen = onnx.get("serve", "onnx") if backend == "auto" else backend
         if onnx.get("sha256") and chosen == "native":
-            gbm.backend_reason = (onnx.get("reason") if backend == "auto" and onnx.get("reason")
-                                  else "LightGBM asked for (--backend native); the verified ONNX export is stored")
+            gbm.backend_reason = ("LightGBM asked for (backend 'native'); the verified ONNX export is stored"
+                                  if backend == "native" else onnx.get("reason") or "LightGBM recorded at registration")
         elif onnx.get("sha256"):
             try:
                 gbm.use_onnx(self.artifacts.get(onnx["sha256"]))
@@ -192,8 +192,12 @@ class Registry:
             except Exception as exc:  # any failure: keep serving natively, and say why
                 gbm.backend_reason = f"ONNX load failed: {type(exc).__name__}: {exc}"
                 log.warning("model %s v%s served natively: %s", model, mv.version, gbm.backend_reason)
-        elif onnx.get("reason"):
-            gbm.backend_reason = onnx["reason"]
+        else:  # no verified export to serve
+            why = onnx.get("reason") or "no ONNX export was made at registration"
+            gbm.backend_reason = why
+            if backend == "onnx":
+                gbm.backend_reason = f"ONNX asked for (backend 'onnx') but this version has no verified export: {why}"
+                log.warning("model %s v%s served natively: %s", model, mv.version, gbm.backend_reason)
         return mv, gbm
 
     # -- aliases and decisions ------------------------------------------------------------------

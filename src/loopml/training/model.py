@@ -44,7 +44,7 @@ class GBMModel:
         self._codes = {k: {c: float(i) for i, c in enumerate(v)} for k, v in self.categories.items()}
         self._encoders = [(f, self._codes.get(f)) for f in self.features]  # (feature, its codes if categorical)
         self._onnx: Any = None
-        self._one_row: _OneRow | None = None
+        self._one_row: _OneRow | bool | None = None  # False: this booster cannot use it
         self.backend = "native"
         self.backend_reason = "no verified ONNX export loaded"
         self._calibrator: Any = None
@@ -81,10 +81,14 @@ class GBMModel:
     def _predict_raw(self, X: np.ndarray) -> np.ndarray:
         if self._onnx is not None:
             return self._onnx.predict(X)
-        if len(X) <= ROW_LOOP_MAX:  # online requests: LightGBM's one-row scorer row by row, same scores (_OneRow)
+        if len(X) <= ROW_LOOP_MAX and self._one_row is not False:
+            # online requests: LightGBM's one-row scorer row by row, same scores (_OneRow)
             if self._one_row is None:
-                self._one_row = _OneRow(self._booster(), len(self.features))
-            return self._one_row.predict(X)
+                booster = self._booster()
+                # one score per row only: a multi-output booster (multiclass) writes one per class
+                self._one_row = _OneRow(booster, len(self.features)) if booster.num_model_per_iteration() == 1 else False
+            if self._one_row is not False:
+                return self._one_row.predict(X)
         # One thread: for a handful of rows OpenMP start-up and spinning cost more than the trees,
         # and on a busy machine they can cost 10x more.
         return self._booster().predict(X, num_threads=1 if len(X) < 1000 else 0)
@@ -197,7 +201,10 @@ class _OneRow:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores of the rows of ``X`` (2-D, one row per score; a 1-D array is one row)."""
-        X = np.ascontiguousarray(X, dtype=np.float64).reshape(-1, self._n_features)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.shape[-1] != self._n_features or X.ndim > 2:  # the C API reads n_features doubles a row, whatever it gets
+            raise SchemaError(f"cannot score: rows have {X.shape[-1]} values, the model has {self._n_features} features")
+        X = X.reshape(-1, self._n_features)
         out, n = np.empty(len(X)), ctypes.c_int64()
         x, o, step = X.ctypes.data, out.ctypes.data, X.strides[0]
         call, check, handle, written, pointer = self._call, self._check, self._handle, ctypes.byref(n), ctypes.c_void_p

@@ -7,8 +7,9 @@ faster is recorded with the version (``info["onnx"]["serve"]``): every process t
 scores it with that engine, so batch and online scoring still agree exactly. Any export or load failure
 leaves the model on the native path, with the reason recorded. For the flights model (300 trees,
 categorical splits that the export unrolls into chains of equality tests) ONNX Runtime takes ~33 us for
-one row against ~9 for the one-row C API and 2-2.5x ``Booster.predict``'s time for 16 rows
-(``bench/bench_serving.py --onnx``, bench/RESULTS.md): it is served natively.
+one row against ~9 for the one-row C API and 2-2.5x ``Booster.predict``'s time for 16 rows, pinned to a
+core (``bench/bench_serving.py --onnx``, bench/RESULTS.md); ~36 against ~13 at registration: it is served
+natively. The choice is timed, so the same model registered on another machine may record the other.
 
 A batch of 512 rows or more (evaluation, batch scoring) is cut into a few contiguous parts scored at once by the
 same one-thread session from a few threads (ONNX Runtime's ``run`` is thread-safe and releases the
