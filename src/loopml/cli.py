@@ -526,9 +526,12 @@ def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", 
                                                "champion (hot swap on promote/rollback); 0 = off.")] = 2.0,
           batch_window_ms: Annotated[float, typer.Option("--batch-window-ms", help="Score concurrent requests that "
                                                          "arrive within this window as one batch (<= 10); 0 = only "
-                                                         "those received in the same event-loop turn (no added wait).")] = 0.0,
+                                                         "those received in the same event-loop turn (no added wait).")] = 1.0,
           batch: Annotated[bool, typer.Option("--batch/--no-batch", help="Micro-batch concurrent requests (on by "
-                                              "default: 2x the throughput at 16 concurrent clients, same answers).")] = True,
+                                              "default; same answers).")] = True,
+          batch_adaptive: Annotated[bool, typer.Option("--batch-adaptive/--batch-fixed", help="Adaptive (default): "
+                                                       "wait the window only after a batch that had company, so a lone "
+                                                       "request never waits; fixed: every batch waits it.")] = True,
           backend: Annotated[str, typer.Option("--backend", help="Scoring engine: auto (the one recorded for the version "
                                                "at registration: ONNX Runtime where its verified export was faster), "
                                                "onnx or native (LightGBM).")] = "auto",
@@ -551,7 +554,7 @@ def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", 
     follow = watch > 0 and model_version == "champion"  # a pinned version is not replaced by promotions
     app_ = create_app(predictor, load_model=model_loader(proj, ws, backend=backend), admin_token=token,
                       watch_champion=champion_resolver(proj, ws) if follow else None, watch_interval=watch,
-                      batch_window_ms=batch_window_ms if batch else None)
+                      batch_window_ms=batch_window_ms if batch else None, batch_adaptive=batch_adaptive)
     # uvloop + httptools (uvicorn[standard]): the asyncio loop and the pure-Python h11 parser cost 3x the CPU
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     uvicorn.run(app_, host=host, port=port, log_level=log_level.lower(), access_log=False, log_config=None,

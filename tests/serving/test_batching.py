@@ -78,3 +78,37 @@ def test_window_zero_batches_what_arrived_together_with_the_same_scores(flights_
     assert count < len(together)  # some requests shared a model call
     with TestClient(create_app(build_predictor(flights_project, served_ws), batch_window_ms=0)) as c:
         assert c.post("/predict", json=rows[1]).status_code == 200  # a lone request is not stuck
+
+
+def test_adaptive_batches_wait_for_company_only_after_a_batch_that_had_some():
+    """A lone request is scored in the turn it arrived (no window) unless the previous batch had company."""
+
+    class Scorer:
+        log = None
+        batches: list[int] = []
+
+        def score_and_log(self, rows, **kwargs):
+            self.batches.append(len(rows))
+            return [f"p{i}" for i in range(len(rows))], None
+
+    async def scenario(adaptive: bool) -> list[tuple[str, list]]:
+        batcher = MicroBatcher(Scorer(), window_ms=10, adaptive=adaptive)  # type: ignore[arg-type]
+        seen = []
+
+        async def one(n: int) -> None:
+            task = asyncio.ensure_future(batcher.predict([{}] * n, ats=[None] * n, entity_ids=[None] * n,
+                                                         request_ids=[None] * n))
+            await asyncio.sleep(0)  # the request joins a batch and its flush is scheduled
+            seen.append((type(batcher._timer).__name__, await task))
+
+        await one(1)  # nothing before it: adaptive scores it at once
+        await asyncio.gather(one(1), one(1))  # two together: a batch with company
+        await one(1)  # after a batch with company: waits for more
+        await one(1)  # after a lone one: at once again
+        return seen
+
+    seen = asyncio.run(scenario(adaptive=True))
+    assert [s[0] for s in seen] == ["Handle", "Handle", "Handle", "TimerHandle", "Handle"]
+    assert [s[1] for s in seen] == [["p0"], ["p0"], ["p1"], ["p0"], ["p0"]]
+    fixed = asyncio.run(scenario(adaptive=False))
+    assert [s[0] for s in fixed] == ["TimerHandle"] * 5  # a fixed window: every batch waits

@@ -87,7 +87,8 @@ def _error(message: str, status: int, kind: str, request_id: str | None = None) 
 def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, admin_token: str | None = None,
                max_body_bytes: int = 1_000_000, max_batch: int = 1000,
                watch_champion: Callable[[], int] | None = None, watch_interval: float = 2.0,
-               batch_window_ms: float | None = None, batch_max_rows: int = 64, freeze_gc: bool = True) -> FastAPI:
+               batch_window_ms: float | None = None, batch_max_rows: int = 64, batch_adaptive: bool = False,
+               freeze_gc: bool = True) -> FastAPI:
     """A FastAPI app serving ``predictor``.
 
     Parameters
@@ -102,10 +103,11 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         ``() -> version`` of the registry's champion; when given (with ``load_model``), the app polls
         it every ``watch_interval`` seconds and hot-swaps, so ``loopml models promote``/``rollback``
         reach the running server.
-    batch_window_ms, batch_max_rows
+    batch_window_ms, batch_max_rows, batch_adaptive
         Adaptive micro-batching (:class:`~loopml.serving.batching.MicroBatcher`): concurrent requests
         arriving within the window are scored as one batch; 0 batches only the requests received in the
         same event-loop turn (no added wait). None (the default here) scores each request alone.
+        ``batch_adaptive``: wait for company only after a batch that had some (a lone request never waits).
     freeze_gc
         While the app runs (lifespan startup to shutdown), move the objects alive at startup out of the cyclic
         garbage collector's reach (``gc.freeze``): its full collections then skip the model and feature state.
@@ -136,7 +138,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
             if watcher is not None:
                 watcher.stop()
 
-    batcher = (MicroBatcher(predictor, window_ms=batch_window_ms, max_rows=batch_max_rows)
+    batcher = (MicroBatcher(predictor, window_ms=batch_window_ms, max_rows=batch_max_rows, adaptive=batch_adaptive)
                if batch_window_ms is not None else None)
     app = _ServingApp(title=f"loopml: {name}", version="1", lifespan=lifespan)
     app.state.swapper = swapper
