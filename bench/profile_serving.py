@@ -10,7 +10,7 @@ the event-loop thread's samples over the wall time give how busy it was; the pre
 thread is counted apart. A part of the table that gets no samples is named in the output (the code it
 names was probably renamed).
 
-Run:  .venv/bin/python bench/profile_serving.py [--seconds 25] [--batch-window-ms 0]
+Run:  .venv/bin/python bench/profile_serving.py [--seconds 25] [--batch-window-ms 1]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=25)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--batch-window-ms", type=float, default=0.0)
+    ap.add_argument("--batch-window-ms", type=float, default=1.0, help="loopml serve's (adaptive) window; its default")
     ap.add_argument("--varied", action="store_true", help="ask for bench_serving's 256 flights in turn, not one")
     a = ap.parse_args()
     info = json.loads((bs.OUT / "row.json").read_text())
