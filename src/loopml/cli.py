@@ -530,8 +530,8 @@ def serve(project: ProjectOpt, state: StateOpt = None, host: str = "127.0.0.1", 
           batch: Annotated[bool, typer.Option("--batch/--no-batch", help="Micro-batch concurrent requests (on by "
                                               "default; same answers).")] = True,
           batch_adaptive: Annotated[bool, typer.Option("--batch-adaptive/--batch-fixed", help="Adaptive (default): "
-                                                       "wait the window only after a batch that had company, so a lone "
-                                                       "request never waits; fixed: every batch waits it.")] = True,
+                                                       "wait the window only while other requests are in flight, so a "
+                                                       "lone request never waits; fixed: every batch waits it.")] = True,
           backend: Annotated[str, typer.Option("--backend", help="Scoring engine: auto (the one recorded for the version "
                                                "at registration: ONNX Runtime where its verified export was faster), "
                                                "onnx or native (LightGBM).")] = "auto",

@@ -80,35 +80,40 @@ def test_window_zero_batches_what_arrived_together_with_the_same_scores(flights_
         assert c.post("/predict", json=rows[1]).status_code == 200  # a lone request is not stuck
 
 
-def test_adaptive_batches_wait_for_company_only_after_a_batch_that_had_some():
-    """A lone request is scored in the turn it arrived (no window) unless the previous batch had company."""
+def test_adaptive_batches_wait_for_company_only_while_others_are_in_flight():
+    """A request that arrives alone is scored in the turn it arrived (no window); one that arrives while others
+    are in flight (in a batch, not answered) waits the window for company."""
 
     class Scorer:
         log = None
-        batches: list[int] = []
 
         def score_and_log(self, rows, **kwargs):
-            self.batches.append(len(rows))
             return [f"p{i}" for i in range(len(rows))], None
 
-    async def scenario(adaptive: bool) -> list[tuple[str, list]]:
+    async def scenario(adaptive: bool) -> list[str]:
         batcher = MicroBatcher(Scorer(), window_ms=10, adaptive=adaptive)  # type: ignore[arg-type]
-        seen = []
+        timers = []
 
-        async def one(n: int) -> None:
-            task = asyncio.ensure_future(batcher.predict([{}] * n, ats=[None] * n, entity_ids=[None] * n,
-                                                         request_ids=[None] * n))
-            await asyncio.sleep(0)  # the request joins a batch and its flush is scheduled
-            seen.append((type(batcher._timer).__name__, await task))
+        def start():
+            task = asyncio.ensure_future(batcher.predict([{}], ats=[None], entity_ids=[None], request_ids=[None]))
+            return task
 
-        await one(1)  # nothing before it: adaptive scores it at once
-        await asyncio.gather(one(1), one(1))  # two together: a batch with company
-        await one(1)  # after a batch with company: waits for more
-        await one(1)  # after a lone one: at once again
-        return seen
+        first = start()
+        await asyncio.sleep(0)  # it joins a batch and schedules the flush
+        timers.append(type(batcher._timer).__name__)
+        assert await first == ["p0"]
+        assert batcher._in_flight == 0
+        batcher._in_flight += 1  # another request in flight: joined a batch, its answer not sent yet
+        second = start()
+        await asyncio.sleep(0)
+        timers.append(type(batcher._timer).__name__)
+        assert await second == ["p0"]
+        batcher._in_flight -= 1
+        third = start()
+        await asyncio.sleep(0)
+        timers.append(type(batcher._timer).__name__)
+        await third
+        return timers
 
-    seen = asyncio.run(scenario(adaptive=True))
-    assert [s[0] for s in seen] == ["Handle", "Handle", "Handle", "TimerHandle", "Handle"]
-    assert [s[1] for s in seen] == [["p0"], ["p0"], ["p1"], ["p0"], ["p0"]]
-    fixed = asyncio.run(scenario(adaptive=False))
-    assert [s[0] for s in fixed] == ["TimerHandle"] * 5  # a fixed window: every batch waits
+    assert asyncio.run(scenario(adaptive=True)) == ["Handle", "TimerHandle", "Handle"]
+    assert asyncio.run(scenario(adaptive=False)) == ["TimerHandle"] * 3  # a fixed window: every batch waits

@@ -5,9 +5,9 @@ before it closes (or until ``max_rows`` rows are waiting) joins the batch -- wit
 only the requests the event loop has already received in the same turn (no added wait), which is scored by one
 :meth:`~loopml.serving.Predictor.predict_many` call (one feature fetch pass, one model call, one
 prediction-log append). A lone request waits at most the window; with ``adaptive`` it does not wait at
-all unless the previous batch had company (more than one row), so a server under light load answers as fast
-as without batching and one under concurrent load scores fewer, larger batches (``loopml serve``'s default:
-1 ms, adaptive). Results are identical to scoring each request alone; every prediction is fsynced in the log
+all unless other requests are in flight (joined a batch, not yet answered), so a server under light load
+answers as fast as without batching and one under concurrent load scores fewer, larger batches
+(``loopml serve``'s default: 1 ms, adaptive). Results are identical to scoring each request alone; every prediction is fsynced in the log
 before any of its batch's responses leave.
 """
 
@@ -39,8 +39,8 @@ class MicroBatcher:
     max_rows
         A batch is scored as soon as this many rows wait.
     adaptive
-        Wait for company only after a batch that had some: a batch whose predecessor was a single row is scored
-        in the event-loop turn its first request arrived in (as with ``window_ms=0``).
+        Wait for company only while other requests are in flight (in a batch, not answered yet): a request
+        that arrives alone is scored in the event-loop turn it arrived in (as with ``window_ms=0``).
     """
 
     def __init__(self, predictor: Predictor, *, window_ms: float = 1.0, max_rows: int = 64,
@@ -53,7 +53,7 @@ class MicroBatcher:
         self.window_ms = window_ms
         self.max_rows = max_rows
         self.adaptive = adaptive
-        self._last_rows = 0  # rows of the previous batch (adaptive: wait for company only after a batch that had it)
+        self._in_flight = 0  # rows that joined a batch and are not answered yet (adaptive: wait only if others are)
         self._pending: list[tuple[Mapping[str, Any], datetime | None, str | None, str | None]] = []
         self._waiters: list[tuple[asyncio.Future[list[Prediction]], int]] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -65,12 +65,17 @@ class MicroBatcher:
         future: asyncio.Future[list[Prediction]] = loop.create_future()
         self._waiters.append((future, len(rows)))
         self._pending.extend(zip(rows, ats, entity_ids, request_ids, strict=True))
-        if len(self._pending) >= self.max_rows:
-            self._flush()
-        elif self._timer is None:
-            wait = self.window_ms > 0 and (not self.adaptive or self._last_rows > 1)
-            self._timer = loop.call_later(self.window_ms / 1000, self._flush) if wait else loop.call_soon(self._flush)
-        return await future
+        company = self._in_flight > 0  # others joined before and are not answered yet
+        self._in_flight += len(rows)
+        try:
+            if len(self._pending) >= self.max_rows:
+                self._flush()
+            elif self._timer is None:
+                wait = self.window_ms > 0 and (not self.adaptive or company)
+                self._timer = loop.call_later(self.window_ms / 1000, self._flush) if wait else loop.call_soon(self._flush)
+            return await future
+        finally:
+            self._in_flight -= len(rows)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -80,7 +85,6 @@ class MicroBatcher:
         self._pending, self._waiters = [], []
         if not pending:
             return
-        self._last_rows = len(pending)
         try:
             preds, ticket = self.predictor.score_and_log(
                 [p[0] for p in pending], ats=[p[1] for p in pending], entity_ids=[p[2] for p in pending],

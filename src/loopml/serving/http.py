@@ -107,7 +107,7 @@ def create_app(predictor: Predictor, *, load_model: ModelLoader | None = None, a
         Adaptive micro-batching (:class:`~loopml.serving.batching.MicroBatcher`): concurrent requests
         arriving within the window are scored as one batch; 0 batches only the requests received in the
         same event-loop turn (no added wait). None (the default here) scores each request alone.
-        ``batch_adaptive``: wait for company only after a batch that had some (a lone request never waits).
+        ``batch_adaptive``: wait for company only while other requests are in flight (a lone one never waits).
     freeze_gc
         While the app runs (lifespan startup to shutdown), move the objects alive at startup out of the cyclic
         garbage collector's reach (``gc.freeze``): its full collections then skip the model and feature state.
