@@ -618,6 +618,8 @@ def run_round(k: int, srv: dict[str, dict], info: dict, concs: list[int], dur: i
     env.pop("LOOPML_ADMIN_TOKEN", None)
     procs: dict[str, subprocess.Popen] = {}
     res: dict = {"servers": {n: {} for n in srv}}
+    segments = STATE / "predictions"  # the demo's logged predictions; a round's servers add GBs to it
+    kept = set(segments.rglob("seg-*.jsonl"))
     try:
         for name, s in srv.items():
             log = open(OUT / f"{name}_round{k}.log", "w")  # noqa: SIM115 (closed with the process)
@@ -661,6 +663,8 @@ def run_round(k: int, srv: dict[str, dict], info: dict, concs: list[int], dur: i
                       f"errors={r['errors']}", flush=True)
     finally:
         stop(procs)
+        for seg in set(segments.rglob("seg-*.jsonl")) - kept:  # else prepare() reads them all next time
+            seg.unlink()
     return res
 
 
